@@ -1,0 +1,316 @@
+//! The data plane of diemcau: a selective-forwarding unit on [str0m].
+//!
+//! ```text
+//!             ┌──────────── shard 0 (thread, UDP socket, its peers' Rtc) ─────────────┐
+//!  UDP in ──▶ │ demux: address → peer, else STUN USERNAME ufrag → peer (hash maps)    │
+//!             │ Rtc::handle_input → Event::RtpPacket ──▶ Arc<Forwarded> ──▶ every shard│
+//!             │ per subscriber slot: rewrite seq/ts → StreamTx::write_rtp → seal → UDP │
+//!             └───────────────────────────────────────────────────────────────────────┘
+//! ```
+//! * One [`str0m::Rtc`] per peer, in RTP mode, ICE-lite. Peers are spread over `shards` threads; each thread owns its
+//!   UDP socket and the `Rtc`s of its peers, so no lock is taken on the packet path.
+//! * A publisher's packet is parsed once, wrapped in an `Arc` ([`Forwarded`]) and handed to every shard; each shard
+//!   writes it into its subscribers' `Rtc`s, which encrypt per subscriber.
+//! * What a subscriber receives is decided outside, by the signalling layer: it assigns each *slot* (an outgoing `mid`
+//!   of a peer) a source track with [`Media::set_slot`]. A slot switch is seamless (see [`rewrite`]).
+//! * NACK/RTX both ways and RTCP are str0m's; keyframe requests from subscribers are forwarded to the publisher, at
+//!   most one per [`KEYFRAME_REQUEST_INTERVAL`] per track.
+//!
+//! The crate is IO at its edges only: [`rewrite`] and [`vp8`] are pure and unit-tested; [`Media`] is the handle the
+//! rest of the bridge uses.
+
+pub mod rewrite;
+mod shard;
+pub mod vp8;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use shard::Forwarded;
+
+/// At most one keyframe request per this interval reaches a publisher's track, however many subscribers ask.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Identifies one peer (one WebSocket session with media) for the lifetime of the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PeerId(pub u64);
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Kind {
+    /// Opus.
+    Audio,
+    /// VP8.
+    Video,
+}
+
+/// One publishing track: the audio or the video a peer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct TrackId {
+    /// The publisher.
+    pub peer: PeerId,
+    /// Which of its tracks.
+    pub kind: Kind,
+}
+
+impl TrackId {
+    /// A number unique per track, used by the slot rewriter.
+    pub(crate) fn as_u64(self) -> u64 {
+        self.peer.0 << 1 | u64::from(self.kind == Kind::Video)
+    }
+}
+
+/// Configuration of the data plane.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Address the UDP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First UDP port; shard `i` binds `port + i`. `0` picks ephemeral ports.
+    pub port: u16,
+    /// Address written in ICE candidates (for NAT); defaults to `bind_ip`.
+    pub advertise_ip: Option<IpAddr>,
+    /// Number of shard threads; `0` means one per core.
+    pub shards: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 0, advertise_ip: None, shards: 0 }
+    }
+}
+
+/// Errors of the data plane, separated by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The remote sent an SDP we cannot use.
+    #[error("invalid SDP from the peer: {0}")]
+    BadSdp(String),
+    /// The peer is not known (already gone).
+    #[error("unknown peer {0:?}")]
+    UnknownPeer(PeerId),
+    /// The data plane is shutting down or a shard is gone.
+    #[error("media shard unavailable")]
+    Unavailable,
+    /// Socket setup failed.
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A receiving slot of a peer: a `mid` the bridge may send on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotInfo {
+    /// The transceiver's mid.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: Kind,
+}
+
+/// Result of accepting a peer's offer.
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    /// The SDP answer.
+    pub answer: String,
+    /// The tracks the peer publishes (at most one audio and one video are forwarded).
+    pub publishes: Vec<Kind>,
+    /// The slots the bridge may fill, in m-line order.
+    pub slots: Vec<SlotInfo>,
+}
+
+/// What the data plane tells the rest of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS are up: media flows.
+    Connected(PeerId),
+    /// The peer's media is gone (ICE timeout, DTLS close, or removed).
+    Disconnected(PeerId),
+}
+
+/// Per-peer statistics, refreshed about once a second by the peer's shard.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStats {
+    /// Shard index owning the peer.
+    pub shard: usize,
+    /// ICE/DTLS connected.
+    pub connected: bool,
+    /// Bitrate received from the peer, kbit/s.
+    pub kbps_in: Option<f64>,
+    /// Bitrate sent to the peer, kbit/s.
+    pub kbps_out: Option<f64>,
+    /// Loss toward the peer as it reports it (RTCP RR), percent.
+    pub loss_pct: Option<f64>,
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// RTP packets forwarded to the peer.
+    pub packets_out: u64,
+    /// RTP packets received from the peer.
+    pub packets_in: u64,
+}
+
+pub(crate) type StatsMap = Arc<Mutex<HashMap<PeerId, PeerStats>>>;
+
+pub(crate) enum Command {
+    Offer { peer: PeerId, sdp: String, reply: oneshot::Sender<Result<Negotiated, MediaError>> },
+    Remove { peer: PeerId },
+    SetSlot { peer: PeerId, mid: String, source: Option<TrackId> },
+    Shutdown,
+}
+
+pub(crate) enum ShardMsg {
+    Command(Command),
+    Forward(Arc<Forwarded>),
+    KeyframeRequest(TrackId),
+}
+
+/// Handle to the running data plane. Cheap to share behind an `Arc`.
+pub struct Media {
+    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    addrs: Vec<SocketAddr>,
+    placement: Mutex<HashMap<PeerId, usize>>,
+    stats: StatsMap,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Media {
+    /// Binds the shard sockets and starts the shard threads. Events arrive on the returned receiver.
+    pub fn start(cfg: &MediaConfig) -> Result<(Media, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        let n = if cfg.shards == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            cfg.shards
+        };
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let stats: StatsMap = Arc::default();
+        let mut sockets = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if cfg.port == 0 { 0 } else { cfg.port.saturating_add(i as u16) };
+            let sock = std::net::UdpSocket::bind(SocketAddr::new(cfg.bind_ip, port))?;
+            sock.set_nonblocking(true)?;
+            sockets.push(sock);
+        }
+        let mut senders = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let mut addrs = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for (i, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {
+            let local = sock.local_addr()?;
+            let advertised = SocketAddr::new(cfg.advertise_ip.unwrap_or(local.ip()), local.port());
+            addrs.push(local);
+            let shard = shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("media-shard-{i}"))
+                .spawn(move || shard.run(sock, rx))?;
+            threads.push(handle);
+        }
+        let media =
+            Media { shards: senders, addrs, placement: Mutex::default(), stats, threads: Mutex::new(threads) };
+        Ok((media, ev_rx))
+    }
+
+    /// The local addresses of the shard sockets.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    fn shard_of(&self, peer: PeerId) -> Option<usize> {
+        self.placement.lock().ok()?.get(&peer).copied()
+    }
+
+    fn place(&self, peer: PeerId) -> usize {
+        let Ok(mut placement) = self.placement.lock() else { return 0 };
+        if let Some(s) = placement.get(&peer) {
+            return *s;
+        }
+        // Least-loaded shard.
+        let mut load = vec![0usize; self.shards.len()];
+        for s in placement.values() {
+            load[*s] += 1;
+        }
+        let shard = (0..load.len()).min_by_key(|i| load[*i]).unwrap_or(0);
+        placement.insert(peer, shard);
+        shard
+    }
+
+    fn send(&self, shard: usize, msg: ShardMsg) -> Result<(), MediaError> {
+        self.shards.get(shard).ok_or(MediaError::Unavailable)?.send(msg).map_err(|_| MediaError::Unavailable)
+    }
+
+    /// Accepts an SDP offer from a peer: creates its `Rtc` on first use, renegotiates afterwards.
+    pub async fn offer(&self, peer: PeerId, sdp: String) -> Result<Negotiated, MediaError> {
+        let shard = self.place(peer);
+        let (reply, rx) = oneshot::channel();
+        self.send(shard, ShardMsg::Command(Command::Offer { peer, sdp, reply }))?;
+        let res = rx.await.map_err(|_| MediaError::Unavailable)?;
+        if res.is_err()
+            && let Ok(mut p) = self.placement.lock()
+            && self.stats.lock().map(|s| !s.contains_key(&peer)).unwrap_or(true)
+        {
+            // The first offer failed: the peer was never created there.
+            p.remove(&peer);
+        }
+        res
+    }
+
+    /// Removes a peer and everything it published or subscribed to.
+    pub fn remove(&self, peer: PeerId) {
+        let shard = self.placement.lock().ok().and_then(|mut p| p.remove(&peer));
+        if let Some(shard) = shard {
+            let _ = self.send(shard, ShardMsg::Command(Command::Remove { peer }));
+        }
+    }
+
+    /// Makes slot `mid` of `peer` carry `source` (or nothing).
+    pub fn set_slot(&self, peer: PeerId, mid: &str, source: Option<TrackId>) -> Result<(), MediaError> {
+        let shard = self.shard_of(peer).ok_or(MediaError::UnknownPeer(peer))?;
+        self.send(shard, ShardMsg::Command(Command::SetSlot { peer, mid: mid.to_string(), source }))
+    }
+
+    /// Asks the publisher of `track` for a keyframe (rate-limited per track).
+    pub fn request_keyframe(&self, track: TrackId) {
+        for s in &self.shards {
+            let _ = s.send(ShardMsg::KeyframeRequest(track));
+        }
+    }
+
+    /// A snapshot of every peer's statistics.
+    pub fn stats(&self) -> HashMap<PeerId, PeerStats> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Number of shard threads.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Stops the shards and waits for their threads.
+    pub fn shutdown(&self) {
+        for s in &self.shards {
+            let _ = s.send(ShardMsg::Command(Command::Shutdown));
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads the clock once for a turn of a shard loop (the only clock read of the data plane).
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}

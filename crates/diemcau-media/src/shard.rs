@@ -1,0 +1,638 @@
+//! One shard: a thread with its UDP socket and the `Rtc`s of its peers.
+//!
+//! The loop waits on three things — a datagram, a message from the bridge or another shard, the earliest peer
+//! timeout — reads the clock once per turn and drives the affected `Rtc`s, always draining `poll_output` to
+//! `Timeout` after each mutation (str0m's single-mutation invariant). Work that concerns other peers (forwarding a
+//! packet, asking a publisher for a keyframe) is collected while draining and done after, so a peer's `Rtc` is never
+//! borrowed twice.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, trace, warn};
+
+use crate::rewrite::{InPacket, Mapped, SlotRewriter};
+use crate::{
+    Command, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg, SlotInfo, StatsMap, TrackId,
+    KEYFRAME_REQUEST_INTERVAL,
+};
+
+/// A publisher's RTP packet, parsed once and shared by every shard that forwards it.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The publishing track.
+    pub track: TrackId,
+    /// Codec of the payload.
+    pub codec: Codec,
+    /// Extended sequence number at the publisher.
+    pub seq: u64,
+    /// RTP timestamp at the publisher.
+    pub ts: u32,
+    /// RTP marker bit.
+    pub marker: bool,
+    /// First packet of a VP8 keyframe.
+    pub keyframe: bool,
+    /// RFC 6464 audio level, if sent.
+    pub audio_level: Option<i8>,
+    /// RFC 6464 voice activity flag, if sent.
+    pub voice_activity: Option<bool>,
+    /// The RTP payload (shared, never copied per subscriber).
+    pub payload: Arc<[u8]>,
+    /// When the bridge received it.
+    pub received: Instant,
+}
+
+struct Slot {
+    kind: Kind,
+    source: Option<TrackId>,
+    rewriter: SlotRewriter,
+}
+
+struct Peer {
+    rtc: Rtc,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    next_timeout: Instant,
+    publishes: HashMap<Mid, Kind>,
+    slots: HashMap<Mid, Slot>,
+    ssrc_mid: HashMap<Ssrc, Mid>,
+    send_pt: Vec<(Codec, Pt)>,
+    connected: bool,
+    dead: bool,
+    last_bytes: Option<(Instant, u64, u64)>,
+    stats: PeerStats,
+}
+
+enum Deferred {
+    Forward(Forwarded),
+    Keyframe(TrackId),
+    Connected(PeerId),
+    Dead(PeerId),
+}
+
+pub(crate) struct Shard {
+    idx: usize,
+    advertised: SocketAddr,
+    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    stats: StatsMap,
+    peers: HashMap<PeerId, Peer>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    subs: HashMap<TrackId, Vec<(PeerId, Mid)>>,
+    keyframe_last: HashMap<TrackId, Instant>,
+    deferred: Vec<Deferred>,
+    garbage: u64,
+}
+
+const MAX_BATCH: usize = 64;
+
+impl Shard {
+    pub(crate) fn new(
+        idx: usize,
+        advertised: SocketAddr,
+        shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+        stats: StatsMap,
+    ) -> Shard {
+        Shard {
+            idx,
+            advertised,
+            shards,
+            events,
+            stats,
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            subs: HashMap::new(),
+            keyframe_last: HashMap::new(),
+            deferred: Vec::new(),
+            garbage: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self, sock: std::net::UdpSocket, mut rx: mpsc::UnboundedReceiver<ShardMsg>) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().enable_io().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                warn!(shard = self.idx, "cannot start shard runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let socket = match UdpSocket::from_std(sock) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(shard = self.idx, "cannot register shard socket: {e}");
+                    return;
+                }
+            };
+            let local = socket.local_addr().unwrap_or(self.advertised);
+            info!(shard = self.idx, %local, advertised = %self.advertised, "media shard started");
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let deadline = self.timers.peek().map(|r| r.0.0).unwrap_or_else(|| crate::now() + Duration::from_secs(1));
+                tokio::select! {
+                    biased;
+                    msg = rx.recv() => {
+                        let Some(msg) = msg else { break };
+                        if !self.handle_msg(msg, &socket) { break }
+                        for _ in 0..MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(msg) => if !self.handle_msg(msg, &socket) { return },
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    r = socket.recv_from(&mut buf) => {
+                        if let Ok((n, src)) = r {
+                            self.handle_datagram(&buf[..n], src, local, &socket);
+                            for _ in 0..MAX_BATCH {
+                                match socket.try_recv_from(&mut buf) {
+                                    Ok((n, src)) => self.handle_datagram(&buf[..n], src, local, &socket),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+                self.run_timers(&socket);
+                self.flush_deferred(&socket);
+            }
+            info!(shard = self.idx, garbage = self.garbage, "media shard stopped");
+        });
+    }
+
+    /// Returns `false` to stop the shard.
+    fn handle_msg(&mut self, msg: ShardMsg, socket: &UdpSocket) -> bool {
+        match msg {
+            ShardMsg::Forward(f) => self.forward(&f, socket),
+            ShardMsg::KeyframeRequest(track) => self.request_keyframe(track, socket),
+            ShardMsg::Command(Command::Offer { peer, sdp, reply }) => {
+                let res = self.offer(peer, &sdp, socket);
+                let _ = reply.send(res);
+            }
+            ShardMsg::Command(Command::Remove { peer }) => self.remove_peer(peer),
+            ShardMsg::Command(Command::SetSlot { peer, mid, source }) => self.set_slot(peer, &mid, source),
+            ShardMsg::Command(Command::Shutdown) => return false,
+        }
+        self.flush_deferred(socket);
+        true
+    }
+
+    fn handle_datagram(&mut self, data: &[u8], src: SocketAddr, local: SocketAddr, socket: &UdpSocket) {
+        let now = crate::now();
+        let pid = match self.by_addr.get(&src) {
+            Some(p) => Some(*p),
+            None => StunMessage::parse(data)
+                .ok()
+                .and_then(|m| m.split_username().and_then(|(ours, _)| self.by_ufrag.get(ours).copied())),
+        };
+        let Some(pid) = pid else {
+            self.garbage += 1;
+            trace!(%src, len = data.len(), "datagram for no peer");
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        let Ok(recv) = Receive::new(Protocol::Udp, src, local, data) else {
+            self.garbage += 1;
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        if !peer.rtc.accepts(&input) {
+            self.garbage += 1;
+            return;
+        }
+        if let Err(e) = peer.rtc.handle_input(input) {
+            debug!(peer = pid.0, "input rejected: {e}");
+        }
+        if !peer.addrs.contains(&src) {
+            peer.addrs.push(src);
+            self.by_addr.insert(src, pid);
+        }
+        drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+        self.timers.push(Reverse((peer.next_timeout, pid)));
+    }
+
+    fn run_timers(&mut self, socket: &UdpSocket) {
+        let now = crate::now();
+        while let Some(Reverse((t, pid))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&pid) else { continue };
+            if peer.next_timeout != t {
+                continue; // stale entry: the peer's timeout moved
+            }
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                debug!(peer = pid.0, "timeout input failed: {e}");
+            }
+            drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+            self.timers.push(Reverse((peer.next_timeout, pid)));
+        }
+    }
+
+    fn flush_deferred(&mut self, socket: &UdpSocket) {
+        while !self.deferred.is_empty() {
+            for d in std::mem::take(&mut self.deferred) {
+                match d {
+                    Deferred::Forward(f) => {
+                        let f = Arc::new(f);
+                        for (i, s) in self.shards.iter().enumerate() {
+                            if i != self.idx {
+                                let _ = s.send(ShardMsg::Forward(f.clone()));
+                            }
+                        }
+                        self.forward(&f, socket);
+                    }
+                    Deferred::Keyframe(track) => {
+                        if self.peers.contains_key(&track.peer) {
+                            self.request_keyframe(track, socket);
+                        } else {
+                            for (i, s) in self.shards.iter().enumerate() {
+                                if i != self.idx {
+                                    let _ = s.send(ShardMsg::KeyframeRequest(track));
+                                }
+                            }
+                        }
+                    }
+                    Deferred::Connected(pid) => {
+                        let _ = self.events.send(MediaEvent::Connected(pid));
+                    }
+                    Deferred::Dead(pid) => {
+                        if self.peers.contains_key(&pid) {
+                            self.remove_peer(pid);
+                            let _ = self.events.send(MediaEvent::Disconnected(pid));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn offer(&mut self, pid: PeerId, sdp: &str, socket: &UdpSocket) -> Result<Negotiated, MediaError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let now = crate::now();
+        let is_new = !self.peers.contains_key(&pid);
+        if is_new {
+            let mut rtc = RtcConfig::new()
+                .set_ice_lite(true)
+                .set_rtp_mode(true)
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_vp8(true)
+                .set_stats_interval(Some(Duration::from_secs(1)))
+                .build(now);
+            let cand = Candidate::host(self.advertised, "udp").map_err(|e| MediaError::BadSdp(e.to_string()))?;
+            rtc.add_local_candidate(cand);
+            let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+            let peer = Peer {
+                rtc,
+                ufrag: ufrag.clone(),
+                addrs: Vec::new(),
+                next_timeout: now,
+                publishes: HashMap::new(),
+                slots: HashMap::new(),
+                ssrc_mid: HashMap::new(),
+                send_pt: Vec::new(),
+                connected: false,
+                dead: false,
+                last_bytes: None,
+                stats: PeerStats { shard: self.idx, ..Default::default() },
+            };
+            self.peers.insert(pid, peer);
+            self.by_ufrag.insert(ufrag, pid);
+        }
+        let Some(peer) = self.peers.get_mut(&pid) else { return Err(MediaError::UnknownPeer(pid)) };
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                if is_new {
+                    self.remove_peer(pid);
+                }
+                return Err(MediaError::BadSdp(e.to_string()));
+            }
+        };
+        drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+        self.timers.push(Reverse((peer.next_timeout, pid)));
+        peer.send_pt.clear();
+        for p in peer.rtc.codec_config().params() {
+            let codec = p.spec().codec;
+            if !peer.send_pt.iter().any(|(c, _)| *c == codec) {
+                peer.send_pt.push((codec, p.pt()));
+            }
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.entry(pid).or_insert_with(|| peer.stats.clone());
+        }
+        let mut publishes: Vec<Kind> = peer.publishes.values().copied().collect();
+        publishes.sort_by_key(|k| *k == Kind::Video);
+        publishes.dedup();
+        let mut slots: Vec<SlotInfo> =
+            peer.slots.iter().map(|(mid, s)| SlotInfo { mid: mid.to_string(), kind: s.kind }).collect();
+        slots.sort_by(|a, b| mid_order(&a.mid).cmp(&mid_order(&b.mid)));
+        debug!(peer = pid.0, shard = self.idx, ?publishes, slots = slots.len(), "offer accepted");
+        Ok(Negotiated { answer: answer.to_sdp_string(), publishes, slots })
+    }
+
+    fn remove_peer(&mut self, pid: PeerId) {
+        let Some(peer) = self.peers.remove(&pid) else { return };
+        self.by_ufrag.remove(&peer.ufrag);
+        for a in &peer.addrs {
+            self.by_addr.remove(a);
+        }
+        for (mid, slot) in &peer.slots {
+            if let Some(src) = slot.source {
+                unsubscribe(&mut self.subs, src, pid, *mid);
+            }
+        }
+        for kind in [Kind::Audio, Kind::Video] {
+            self.subs.remove(&TrackId { peer: pid, kind });
+            self.keyframe_last.remove(&TrackId { peer: pid, kind });
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.remove(&pid);
+        }
+        debug!(peer = pid.0, shard = self.idx, "peer removed");
+    }
+
+    fn set_slot(&mut self, pid: PeerId, mid: &str, source: Option<TrackId>) {
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        let Some((mid, slot)) = peer.slots.iter_mut().find(|(m, _)| &***m == mid) else {
+            warn!(peer = pid.0, mid, "set_slot for an unknown mid");
+            return;
+        };
+        let mid = *mid;
+        if let Some(src) = source
+            && src.kind != slot.kind
+        {
+            warn!(peer = pid.0, %mid, "set_slot with a source of the wrong kind");
+            return;
+        }
+        if slot.source == source {
+            return;
+        }
+        if let Some(old) = slot.source {
+            unsubscribe(&mut self.subs, old, pid, mid);
+        }
+        slot.source = source;
+        slot.rewriter.select(source.map(TrackId::as_u64));
+        if let Some(src) = source {
+            self.subs.entry(src).or_default().push((pid, mid));
+            if src.kind == Kind::Video {
+                self.deferred.push(Deferred::Keyframe(src));
+            }
+        }
+    }
+
+    fn forward(&mut self, f: &Forwarded, socket: &UdpSocket) {
+        let Some(list) = self.subs.get(&f.track) else { return };
+        let mut want_keyframe = false;
+        for (pid, mid) in list {
+            let Some(peer) = self.peers.get_mut(pid) else { continue };
+            if !peer.connected {
+                continue;
+            }
+            let Some(pt) = peer.send_pt.iter().find(|(c, _)| *c == f.codec).map(|(_, pt)| *pt) else { continue };
+            let Some(slot) = peer.slots.get_mut(mid) else { continue };
+            let mapped = slot.rewriter.map(InPacket {
+                source: f.track.as_u64(),
+                seq: f.seq,
+                ts: f.ts,
+                keyframe: f.keyframe,
+                at: f.received,
+            });
+            let (seq, ts) = match mapped {
+                Mapped::Write { seq, ts } => (seq, ts),
+                Mapped::NeedKeyframe => {
+                    want_keyframe = true;
+                    continue;
+                }
+                Mapped::Drop => continue,
+            };
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(*mid, None) else { continue };
+            let mut ext = ExtensionValues::default();
+            ext.audio_level = f.audio_level;
+            ext.voice_activity = f.voice_activity;
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), ts, f.received, f.payload.clone())
+                    .marker(f.marker)
+                    .ext_vals(ext)
+                    .nackable(f.track.kind == Kind::Video),
+            );
+            peer.stats.packets_out += 1;
+            drain(*pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+            self.timers.push(Reverse((peer.next_timeout, *pid)));
+        }
+        if want_keyframe {
+            self.deferred.push(Deferred::Keyframe(f.track));
+        }
+    }
+
+    fn request_keyframe(&mut self, track: TrackId, socket: &UdpSocket) {
+        if track.kind != Kind::Video {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&track.peer) else { return };
+        let now = crate::now();
+        if let Some(last) = self.keyframe_last.get(&track)
+            && now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
+        {
+            return;
+        }
+        let Some(mid) = peer.publishes.iter().find(|(_, k)| **k == Kind::Video).map(|(m, _)| *m) else { return };
+        let mut api = peer.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(mid, None) else { return };
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        self.keyframe_last.insert(track, now);
+        trace!(peer = track.peer.0, "keyframe requested");
+        drain(track.peer, peer, socket, &mut self.deferred, &self.stats, self.idx);
+        self.timers.push(Reverse((peer.next_timeout, track.peer)));
+    }
+}
+
+fn unsubscribe(subs: &mut HashMap<TrackId, Vec<(PeerId, Mid)>>, src: TrackId, pid: PeerId, mid: Mid) {
+    if let Some(list) = subs.get_mut(&src) {
+        list.retain(|(p, m)| !(*p == pid && *m == mid));
+        if list.is_empty() {
+            subs.remove(&src);
+        }
+    }
+}
+
+/// Numeric mids ("0", "1", …) sort by value, others after them by text.
+fn mid_order(mid: &str) -> (u64, String) {
+    (mid.parse().unwrap_or(u64::MAX), mid.to_string())
+}
+
+fn kind_of(k: MediaKind) -> Kind {
+    if k.is_audio() { Kind::Audio } else { Kind::Video }
+}
+
+fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
+    let kind = kind_of(kind);
+    if dir.is_receiving() {
+        peer.publishes.insert(mid, kind);
+    } else {
+        peer.publishes.remove(&mid);
+    }
+    if dir.is_sending() {
+        let clock = if kind == Kind::Video { 90_000 } else { 48_000 };
+        peer.slots.entry(mid).or_insert_with(|| Slot {
+            kind,
+            source: None,
+            rewriter: SlotRewriter::new(clock, kind == Kind::Video),
+        });
+    } else {
+        peer.slots.remove(&mid);
+    }
+}
+
+/// Drains `poll_output` to `Timeout`: transmits go to the socket, events are handled or deferred.
+fn drain(
+    pid: PeerId,
+    peer: &mut Peer,
+    socket: &UdpSocket,
+    deferred: &mut Vec<Deferred>,
+    stats: &StatsMap,
+    shard: usize,
+) {
+    loop {
+        if !peer.rtc.is_alive() {
+            if !peer.dead {
+                peer.dead = true;
+                deferred.push(Deferred::Dead(pid));
+            }
+            peer.next_timeout = crate::now() + Duration::from_secs(3600);
+            return;
+        }
+        let out = match peer.rtc.poll_output() {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(peer = pid.0, "rtc failed: {e}");
+                peer.rtc.disconnect();
+                continue;
+            }
+        };
+        match out {
+            Output::Timeout(t) => {
+                peer.next_timeout = t;
+                return;
+            }
+            Output::Transmit(t) => {
+                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                    trace!(peer = pid.0, "send failed: {e}");
+                }
+            }
+            Output::Event(e) => handle_event(pid, peer, e, deferred, stats, shard),
+        }
+    }
+}
+
+fn handle_event(
+    pid: PeerId,
+    peer: &mut Peer,
+    e: Event,
+    deferred: &mut Vec<Deferred>,
+    stats: &StatsMap,
+    shard: usize,
+) {
+    match e {
+        Event::Connected => {
+            peer.connected = true;
+            peer.stats.connected = true;
+            deferred.push(Deferred::Connected(pid));
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            if !peer.dead {
+                peer.dead = true;
+                deferred.push(Deferred::Dead(pid));
+            }
+        }
+        Event::MediaAdded(m) => update_media(peer, m.mid, m.kind, m.direction),
+        Event::MediaChanged(m) => {
+            let kind = peer.rtc.media(m.mid).map(|md| md.kind());
+            if let Some(kind) = kind {
+                update_media(peer, m.mid, kind, m.direction);
+            }
+        }
+        Event::RtpPacket(p) => {
+            peer.stats.packets_in += 1;
+            let ssrc = p.header.ssrc;
+            let mid = match peer.ssrc_mid.get(&ssrc) {
+                Some(m) => *m,
+                None => {
+                    let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else { return };
+                    peer.ssrc_mid.insert(ssrc, mid);
+                    mid
+                }
+            };
+            let Some(kind) = peer.publishes.get(&mid).copied() else { return };
+            let Some(codec) =
+                peer.rtc.codec_config().find(|c| c.pt() == p.header.payload_type).map(|c| c.spec().codec)
+            else {
+                return;
+            };
+            let keyframe = kind == Kind::Video && crate::vp8::parse(&p.payload).is_some_and(|i| i.keyframe);
+            deferred.push(Deferred::Forward(Forwarded {
+                track: TrackId { peer: pid, kind },
+                codec,
+                seq: *p.seq_no,
+                ts: p.header.timestamp,
+                marker: p.header.marker,
+                keyframe,
+                audio_level: p.header.ext_vals.audio_level,
+                voice_activity: p.header.ext_vals.voice_activity,
+                payload: p.payload,
+                received: p.timestamp,
+            }));
+        }
+        Event::KeyframeRequest(r) => {
+            if let Some(src) = peer.slots.get(&r.mid).and_then(|s| s.source) {
+                deferred.push(Deferred::Keyframe(src));
+            }
+        }
+        Event::PeerStats(s) => {
+            if let Some((at, rx, tx)) = peer.last_bytes {
+                let secs = s.timestamp.saturating_duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    peer.stats.kbps_in = Some(s.peer_bytes_rx.saturating_sub(rx) as f64 * 8.0 / secs / 1000.0);
+                    peer.stats.kbps_out = Some(s.peer_bytes_tx.saturating_sub(tx) as f64 * 8.0 / secs / 1000.0);
+                }
+            }
+            peer.last_bytes = Some((s.timestamp, s.peer_bytes_rx, s.peer_bytes_tx));
+            peer.stats.loss_pct = s.egress_loss_fraction.map(|l| f64::from(l) * 100.0);
+            peer.stats.rtt_ms = s.rtt.map(|r| r.as_secs_f64() * 1000.0);
+            peer.stats.shard = shard;
+            if let Ok(mut m) = stats.lock() {
+                m.insert(pid, peer.stats.clone());
+            }
+        }
+        Event::MediaEgressStats(s) => {
+            if let Some(rtt) = s.rtt {
+                peer.stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+            }
+            if let Some(loss) = s.loss {
+                peer.stats.loss_pct = Some(f64::from(loss) * 100.0);
+            }
+        }
+        _ => {}
+    }
+}

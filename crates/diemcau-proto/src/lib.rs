@@ -1,0 +1,346 @@
+//! The signalling messages spoken on `/ws`, shared by the bridge, the browser pages (by their JSON shape) and the
+//! synthetic sites, so that all three speak exactly the same protocol.
+//!
+//! Every message is one JSON object tagged by `"type"`. The protocol version is [`PROTOCOL_VERSION`]; the server sends
+//! it in [`ServerMsg::Welcome`] and a client that speaks another version is told so and closed. The long story with
+//! examples is `docs/signalling.md`.
+//!
+//! Media layout: the client offers its transceivers. Those it sends on (`sendrecv`/`sendonly`) carry its camera and
+//! microphone to the bridge; those the bridge may send on (`sendrecv`/`recvonly`) are *slots* that the bridge fills
+//! with other sites' media. A commune site offers one audio and one video `sendrecv` transceiver and receives the
+//! chair on them; the chair offers its own two and then up to `grid_size` `recvonly` video slots and `audio_slots`
+//! `recvonly` audio slots. [`ServerMsg::Slots`] says which site fills which slot (by `mid`).
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the signalling protocol described here.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest text message the server accepts on `/ws`, in bytes (an SDP offer with 24 m-lines is ~20 KB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// WebSocket close codes used by the bridge (4000–4999 are free for applications).
+pub mod close {
+    /// The token is missing, malformed, badly signed or expired.
+    pub const BAD_TOKEN: u16 = 4001;
+    /// The message could not be parsed or is not allowed in this state.
+    pub const BAD_MESSAGE: u16 = 4002;
+    /// The message is larger than [`super::MAX_MESSAGE_BYTES`].
+    pub const TOO_BIG: u16 = 4003;
+    /// The client sent more messages than the per-connection rate limit allows.
+    pub const RATE_LIMITED: u16 = 4004;
+    /// The same site connected again; this older connection is replaced.
+    pub const REPLACED: u16 = 4005;
+    /// The bridge is shutting down.
+    pub const SHUTDOWN: u16 = 4006;
+    /// The client speaks another protocol version.
+    pub const BAD_VERSION: u16 = 4007;
+}
+
+/// Role carried by a join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The chairing site (command centre): broadcasts to all, sees the grid, mutes.
+    Chair,
+    /// An invited site (commune, district, department).
+    Site,
+    /// A technician: watches statistics, sends no media.
+    Technician,
+}
+
+impl Role {
+    /// The name used in tokens, URLs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Chair => "chair",
+            Role::Site => "site",
+            Role::Technician => "technician",
+        }
+    }
+
+    /// Parses the name used in tokens, URLs and JSON.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "chair" => Some(Role::Chair),
+            "site" => Some(Role::Site),
+            "technician" | "tech" => Some(Role::Technician),
+            _ => None,
+        }
+    }
+}
+
+/// Kind of a site in the administrative hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    /// A province (or the national office) — usually the chair.
+    Province,
+    /// A provincial department (sở, ban, ngành).
+    Department,
+    /// A district / town.
+    District,
+    /// A commune / ward.
+    Commune,
+}
+
+impl SiteKind {
+    /// The name used in the database, CSV files and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteKind::Province => "province",
+            SiteKind::Department => "department",
+            SiteKind::District => "district",
+            SiteKind::Commune => "commune",
+        }
+    }
+
+    /// Parses the name used in the database, CSV files and JSON.
+    pub fn parse(s: &str) -> Option<SiteKind> {
+        match s {
+            "province" => Some(SiteKind::Province),
+            "department" => Some(SiteKind::Department),
+            "district" => Some(SiteKind::District),
+            "commune" => Some(SiteKind::Commune),
+            _ => None,
+        }
+    }
+}
+
+/// Media kind of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// Opus audio.
+    Audio,
+    /// VP8 video.
+    Video,
+}
+
+/// Connection state of a site as the bridge sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Invited, not connected.
+    Offline,
+    /// Signalling open, media (ICE/DTLS) not yet up.
+    Connecting,
+    /// Media flowing.
+    Connected,
+}
+
+/// One site as listed to the chair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// Site id in the directory.
+    pub site_id: i64,
+    /// Vietnamese name.
+    pub name: String,
+    /// Kind in the hierarchy.
+    pub kind: SiteKind,
+    /// Parent site id, if any.
+    pub parent_id: Option<i64>,
+    /// Current connection state.
+    pub state: PeerState,
+    /// Whether the site's microphone is muted (by itself or the chair).
+    pub muted: bool,
+}
+
+/// Which site fills one of the client's receiving slots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotAssignment {
+    /// The transceiver's `mid`.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The site whose media is sent on it, or `None` when the slot is idle.
+    pub site_id: Option<i64>,
+}
+
+/// What the client reports about its own media, for the technician page and the quality indicator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientStats {
+    /// Total video frames decoded over all inbound video.
+    pub frames_decoded: u64,
+    /// Total audio samples received (concealed excluded).
+    pub audio_samples: u64,
+    /// Inbound packets lost as reported by the browser.
+    pub packets_lost: i64,
+    /// Round-trip time to the bridge in milliseconds, if known.
+    pub rtt_ms: Option<f64>,
+    /// Inbound bitrate in kbit/s.
+    pub kbps_in: Option<f64>,
+    /// Outbound bitrate in kbit/s.
+    pub kbps_out: Option<f64>,
+}
+
+/// Messages from a client (browser page or synthetic site) to the bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// First message: the protocol version the client speaks.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        v: u32,
+    },
+    /// An SDP offer (first negotiation or renegotiation). The bridge answers with [`ServerMsg::Answer`].
+    Offer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// The answer to a [`ServerMsg::Offer`].
+    Answer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// The client muted or unmuted its own microphone.
+    Mute {
+        /// `true` when muted.
+        muted: bool,
+    },
+    /// Chair only: mute or unmute a site.
+    MuteSite {
+        /// The site.
+        site_id: i64,
+        /// `true` to mute.
+        muted: bool,
+    },
+    /// Asks for a keyframe of every video the client receives (e.g. after a decoder reset).
+    RequestKeyframe,
+    /// Periodic statistics from the client.
+    Stats(ClientStats),
+    /// Keep-alive; answered by [`ServerMsg::Pong`].
+    Ping,
+}
+
+/// Messages from the bridge to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Sent once the token is accepted.
+    Welcome {
+        /// Protocol version of the server.
+        v: u32,
+        /// Role of this connection.
+        role: Role,
+        /// Meeting id.
+        meeting_id: i64,
+        /// Meeting title.
+        meeting_title: String,
+        /// This client's site id.
+        site_id: i64,
+        /// This client's site name.
+        site_name: String,
+        /// Site id of the chair.
+        chair_site_id: i64,
+        /// Video slots the chair should offer.
+        grid_size: u32,
+        /// Audio slots the chair should offer.
+        audio_slots: u32,
+    },
+    /// Answer to a [`ClientMsg::Offer`].
+    Answer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// A bridge-initiated renegotiation.
+    Offer {
+        /// The SDP.
+        sdp: String,
+    },
+    /// The sites of the meeting and their state (sent to the chair and technicians on every change).
+    Roster {
+        /// Every invited site.
+        sites: Vec<RosterEntry>,
+    },
+    /// Which site fills each receiving slot of this client.
+    Slots {
+        /// One entry per slot.
+        slots: Vec<SlotAssignment>,
+    },
+    /// The chair muted or unmuted this site.
+    Muted {
+        /// `true` when muted.
+        muted: bool,
+    },
+    /// A request was refused; the connection stays open.
+    Error {
+        /// Machine-readable code, e.g. `forbidden`, `bad_sdp`.
+        code: String,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Answer to [`ClientMsg::Ping`].
+    Pong,
+}
+
+impl ClientMsg {
+    /// Parses a client message, with an error that says what is wrong.
+    pub fn parse(text: &str) -> Result<ClientMsg, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl ServerMsg {
+    /// Serializes to the JSON text sent on the WebSocket.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain types cannot fail: no maps with non-string keys, no custom serializers.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip() {
+        let msgs = [
+            ClientMsg::Hello { v: 1 },
+            ClientMsg::Offer { sdp: "v=0".into() },
+            ClientMsg::Mute { muted: true },
+            ClientMsg::MuteSite { site_id: 3, muted: false },
+            ClientMsg::RequestKeyframe,
+            ClientMsg::Stats(ClientStats { frames_decoded: 5, ..Default::default() }),
+            ClientMsg::Ping,
+        ];
+        for m in msgs {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(ClientMsg::parse(&json).unwrap(), m, "{json}");
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        assert_eq!(
+            serde_json::to_string(&ClientMsg::Offer { sdp: "x".into() }).unwrap(),
+            r#"{"type":"offer","sdp":"x"}"#
+        );
+        assert_eq!(ClientMsg::parse(r#"{"type":"ping"}"#).unwrap(), ClientMsg::Ping);
+        assert_eq!(
+            ClientMsg::parse(r#"{"type":"stats","frames_decoded":7}"#).unwrap(),
+            ClientMsg::Stats(ClientStats { frames_decoded: 7, ..Default::default() })
+        );
+        assert_eq!(ServerMsg::Pong.to_json(), r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        for bad in ["", "{", "[]", r#"{"type":"nope"}"#, r#"{"type":"offer"}"#, r#"{"type":"mute","muted":"yes"}"#,
+            r#"{"type":"ping","extra":1}"#] {
+            assert!(ClientMsg::parse(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn roles_and_kinds_parse() {
+        for r in [Role::Chair, Role::Site, Role::Technician] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        for k in [SiteKind::Province, SiteKind::Department, SiteKind::District, SiteKind::Commune] {
+            assert_eq!(SiteKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(Role::parse("admin"), None);
+    }
+}
