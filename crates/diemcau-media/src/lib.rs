@@ -109,6 +109,8 @@ pub struct SlotInfo {
     pub mid: String,
     /// Audio or video.
     pub kind: Kind,
+    /// The peer also publishes on this mid (a `sendrecv` transceiver).
+    pub duplex: bool,
 }
 
 /// Result of accepting a peer's offer.

@@ -345,7 +345,7 @@ impl Shard {
         publishes.sort_by_key(|k| *k == Kind::Video);
         publishes.dedup();
         let mut slots: Vec<SlotInfo> =
-            peer.slots.iter().map(|(mid, s)| SlotInfo { mid: mid.to_string(), kind: s.kind }).collect();
+            peer.slots.iter().map(|(mid, s)| SlotInfo { mid: mid.to_string(), kind: s.kind, duplex: peer.publishes.contains_key(mid) }).collect();
         slots.sort_by(|a, b| mid_order(&a.mid).cmp(&mid_order(&b.mid)));
         debug!(peer = pid.0, shard = self.idx, ?publishes, slots = slots.len(), "offer accepted");
         Ok(Negotiated { answer: answer.to_sdp_string(), publishes, slots })

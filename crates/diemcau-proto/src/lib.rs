@@ -207,11 +207,11 @@ pub enum ClientMsg {
         muted: bool,
     },
     /// Asks for a keyframe of every video the client receives (e.g. after a decoder reset).
-    RequestKeyframe,
+    RequestKeyframe {},
     /// Periodic statistics from the client.
     Stats(ClientStats),
     /// Keep-alive; answered by [`ServerMsg::Pong`].
-    Ping,
+    Ping {},
 }
 
 /// Messages from the bridge to a client.
@@ -271,7 +271,7 @@ pub enum ServerMsg {
         /// Human-readable explanation.
         message: String,
     },
-    /// Answer to [`ClientMsg::Ping`].
+    /// Answer to [`ClientMsg::Ping {}`].
     Pong,
 }
 
@@ -301,9 +301,9 @@ mod tests {
             ClientMsg::Offer { sdp: "v=0".into() },
             ClientMsg::Mute { muted: true },
             ClientMsg::MuteSite { site_id: 3, muted: false },
-            ClientMsg::RequestKeyframe,
+            ClientMsg::RequestKeyframe {},
             ClientMsg::Stats(ClientStats { frames_decoded: 5, ..Default::default() }),
-            ClientMsg::Ping,
+            ClientMsg::Ping {},
         ];
         for m in msgs {
             let json = serde_json::to_string(&m).unwrap();
@@ -317,7 +317,7 @@ mod tests {
             serde_json::to_string(&ClientMsg::Offer { sdp: "x".into() }).unwrap(),
             r#"{"type":"offer","sdp":"x"}"#
         );
-        assert_eq!(ClientMsg::parse(r#"{"type":"ping"}"#).unwrap(), ClientMsg::Ping);
+        assert_eq!(ClientMsg::parse(r#"{"type":"ping"}"#).unwrap(), ClientMsg::Ping {});
         assert_eq!(
             ClientMsg::parse(r#"{"type":"stats","frames_decoded":7}"#).unwrap(),
             ClientMsg::Stats(ClientStats { frames_decoded: 7, ..Default::default() })

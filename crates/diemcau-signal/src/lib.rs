@@ -1,1 +1,152 @@
-//! diemcau-signal
+//! The signalling service: HTTP API, WebSocket signalling and the embedded web client, as one axum [`Router`].
+//!
+//! * `GET /healthz` — liveness.
+//! * `GET /ws?token=…` — the WebSocket of a chair, site or technician page ([`diemcau_proto`] messages). The token
+//!   is checked before anything else; every refusal is a close code with a reason (see `docs/signalling.md`).
+//! * `GET /api/meetings/{id}/stats` — live per-peer statistics for the technician page (meeting token of a chair or
+//!   technician, or the admin token).
+//! * `/api/sites`, `/api/sites/import`, `/api/meetings`, `/api/tokens` — the admin API (bearer admin token).
+//! * `/`, `/chair`, `/site`, `/tech`, `/static/*` — the web client, compiled into the binary.
+//!
+//! Rooms live in memory behind one mutex that is never held across an `.await`; media decisions are handed to
+//! [`diemcau_media::Media`], whose shards do the packet work. The app is a value ([`app`]) so tests drive it with
+//! `tower::ServiceExt::oneshot` or serve it on port 0.
+
+mod api;
+mod error;
+mod room;
+mod web;
+mod ws;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::routing::{get, post};
+use diemcau_media::{Media, MediaEvent};
+use diemcau_store::Store;
+use tokio::sync::{mpsc, watch};
+
+pub use error::AppError;
+
+/// Settings of the signalling service.
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// Video tiles the chair offers.
+    pub grid_size: u32,
+    /// Audio slots the chair offers.
+    pub audio_slots: u32,
+    /// Sites join with their microphone muted.
+    pub sites_start_muted: bool,
+    /// Messages per second a connection may send (sustained; bursts of twice that are allowed).
+    pub max_messages_per_sec: u32,
+    /// Lifetime of tokens minted through the API when none is asked for.
+    pub token_ttl_secs: i64,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        SignalConfig {
+            admin_token: None,
+            grid_size: 16,
+            audio_slots: 4,
+            sites_start_muted: false,
+            max_messages_per_sec: 20,
+            token_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Shared state of the service.
+pub struct AppState {
+    pub(crate) store: Arc<Store>,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) media: Arc<Media>,
+    pub(crate) cfg: SignalConfig,
+    pub(crate) rooms: Mutex<HashMap<i64, room::Room>>,
+    pub(crate) next_peer: AtomicU64,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Builds the state. `shutdown` turning `true` closes every WebSocket with [`diemcau_proto::close::SHUTDOWN`].
+    pub fn new(
+        store: Arc<Store>,
+        media: Arc<Media>,
+        cfg: SignalConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<AppState>, diemcau_store::StoreError> {
+        let secret = store.secret()?;
+        Ok(Arc::new(AppState {
+            store,
+            secret,
+            media,
+            cfg,
+            rooms: Mutex::default(),
+            next_peer: AtomicU64::new(1),
+            shutdown,
+        }))
+    }
+
+    /// Mints a token for `site_id` in `meeting_id` with `role`, valid `ttl_secs` from now.
+    pub fn mint_token(&self, meeting_id: i64, site_id: i64, role: diemcau_proto::Role, ttl_secs: i64) -> String {
+        let claims = diemcau_store::token::Claims { meeting_id, site_id, role, exp: unix_now() + ttl_secs };
+        diemcau_store::token::sign(&self.secret, &claims)
+    }
+
+    /// Number of live WebSocket members over all rooms.
+    pub fn member_count(&self) -> usize {
+        self.rooms.lock().map(|r| r.values().map(|room| room.members.len()).sum()).unwrap_or(0)
+    }
+}
+
+/// Consumes the data plane's events (media connected / gone) and updates the rooms. Run it as a task.
+pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
+    while let Some(ev) = events.recv().await {
+        let Ok(mut rooms) = state.rooms.lock() else { return };
+        for room in rooms.values_mut() {
+            let peer = match ev {
+                MediaEvent::Connected(p) | MediaEvent::Disconnected(p) => p,
+            };
+            if !room.members.contains_key(&peer) {
+                continue;
+            }
+            match ev {
+                MediaEvent::Connected(p) => {
+                    if let Some(m) = room.members.get_mut(&p) {
+                        m.connected = true;
+                    }
+                }
+                MediaEvent::Disconnected(p) => room.media_lost(p),
+            }
+            room.plan(&state.media);
+            room.broadcast_roster();
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/ws", get(ws::handler))
+        .route("/api/meetings/{id}/stats", get(api::stats))
+        .route("/api/sites", get(api::list_sites).post(api::add_site))
+        .route("/api/sites/import", post(api::import_sites))
+        .route("/api/meetings", get(api::list_meetings).post(api::create_meeting))
+        .route("/api/tokens", post(api::create_token))
+        .merge(web::routes())
+        .with_state(state)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub(crate) fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

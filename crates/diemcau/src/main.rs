@@ -1,1 +1,219 @@
-fn main() {}
+//! `diemcau` — the command line: run the bridge, manage the sites directory, meetings and tokens.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use diemcau::Config;
+use diemcau_proto::Role;
+use diemcau_store::Store;
+use diemcau_store::token::{self, Claims};
+
+#[derive(Parser)]
+#[command(name = "diemcau", version, about = "Video-conference bridge for province-to-commune meetings")]
+struct Cli {
+    /// Configuration file overlaid on the embedded defaults.
+    #[arg(long, global = true, env = "DIEMCAU_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bridge (HTTP + WebSocket signalling + UDP media) and print the demo links.
+    Serve,
+    /// The sites directory.
+    Sites {
+        #[command(subcommand)]
+        cmd: SitesCmd,
+    },
+    /// Meetings.
+    Meeting {
+        #[command(subcommand)]
+        cmd: MeetingCmd,
+    },
+    /// Mint a join token (prints the token and the page URL).
+    Token {
+        /// Meeting id.
+        #[arg(long)]
+        meeting: i64,
+        /// Site id.
+        #[arg(long)]
+        site: i64,
+        /// chair, site or technician.
+        #[arg(long, default_value = "site")]
+        role: String,
+        /// Lifetime in hours (default from the config).
+        #[arg(long)]
+        ttl_hours: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SitesCmd {
+    /// Import or update sites from a CSV file (columns: code,name,kind,parent_code,link_hint).
+    Import {
+        /// The CSV file (UTF-8).
+        file: PathBuf,
+    },
+    /// List the directory.
+    List,
+}
+
+#[derive(Subcommand)]
+enum MeetingCmd {
+    /// Create a meeting.
+    Create {
+        /// Title shown to every site.
+        #[arg(long)]
+        title: String,
+        /// Chairing site id.
+        #[arg(long)]
+        chair: i64,
+        /// Invited site ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "invite_all")]
+        invite: Vec<i64>,
+        /// Invite every other site of the directory.
+        #[arg(long)]
+        invite_all: bool,
+    },
+    /// List meetings.
+    List,
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::defaults(),
+    })
+}
+
+fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let db = cfg.data.dir.join("diemcau.sqlite3");
+    Store::open(&db).with_context(|| format!("opening the database {}", db.display()))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let running = diemcau::start(cfg).await?;
+    println!("diemcau listening on {} (media UDP {:?})", running.base_url, running.media_addrs);
+    println!("chair: {}", running.links.chair);
+    println!("site: {}", running.links.site);
+    println!("tech: {}", running.links.tech);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = load_config(cli.config.as_ref())?;
+    match cli.cmd {
+        Cmd::Serve => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(serve(cfg))
+        }
+        Cmd::Sites { cmd: SitesCmd::Import { file } } => {
+            let store = open_store(&cfg)?;
+            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let r = store.import_sites_csv(f).with_context(|| format!("importing {}", file.display()))?;
+            println!("{}: {} inserted, {} updated", file.display(), r.inserted, r.updated);
+            Ok(())
+        }
+        Cmd::Sites { cmd: SitesCmd::List } => {
+            let store = open_store(&cfg)?;
+            for s in store.sites()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    s.id,
+                    s.code,
+                    s.kind.as_str(),
+                    s.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+                    s.link_hint.unwrap_or_default(),
+                    s.name
+                );
+            }
+            Ok(())
+        }
+        Cmd::Meeting { cmd: MeetingCmd::Create { title, chair, invite, invite_all } } => {
+            let store = open_store(&cfg)?;
+            let invited: Vec<i64> =
+                if invite_all { store.sites()?.into_iter().map(|s| s.id).filter(|id| *id != chair).collect() } else { invite };
+            let id = store.create_meeting(&title, chair, &invited)?;
+            println!("meeting {id} created with {} invited sites", invited.len());
+            Ok(())
+        }
+        Cmd::Meeting { cmd: MeetingCmd::List } => {
+            let store = open_store(&cfg)?;
+            for m in store.meetings()? {
+                println!("{}\t{}\tchair {}\t{} invited", m.id, m.title, m.chair_site_id, m.invited.len());
+            }
+            Ok(())
+        }
+        Cmd::Token { meeting, site, role, ttl_hours } => {
+            let store = open_store(&cfg)?;
+            let role = Role::parse(&role).with_context(|| format!("--role {role:?}: expected chair, site or technician"))?;
+            let m = store.meeting(meeting)?.with_context(|| format!("meeting {meeting} does not exist"))?;
+            let allowed = match role {
+                Role::Chair | Role::Technician => site == m.chair_site_id,
+                Role::Site => m.invited.contains(&site),
+            };
+            anyhow::ensure!(allowed, "site {site} cannot join meeting {meeting} as {}", role.as_str());
+            let hours = i64::from(ttl_hours.unwrap_or(cfg.meeting.token_ttl_hours));
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+            let tok = token::sign(&store.secret()?, &Claims { meeting_id: meeting, site_id: site, role, exp: now + hours * 3600 });
+            let page = match role {
+                Role::Chair => "chair",
+                Role::Site => "site",
+                Role::Technician => "tech",
+            };
+            let base = if cfg.http.public_url.is_empty() {
+                format!("{}://{}", if cfg.http.tls_cert.is_empty() { "http" } else { "https" }, cfg.http.listen)
+            } else {
+                cfg.http.public_url.trim_end_matches('/').to_string()
+            };
+            println!("{tok}");
+            println!("{base}/{page}?token={tok}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! REST API: the admin directory/meeting/token calls and the live statistics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use diemcau_proto::{Role, SiteKind};
+use diemcau_store::token::{self, Claims};
+use diemcau_store::{Meeting, NewSite, Site};
+use serde::{Deserialize, Serialize};
+
+use crate::{AppError, AppState, unix_now};
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// Checks the admin bearer token (compared in constant time).
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(expected) = state.cfg.admin_token.as_deref() else {
+        return Err(AppError::Forbidden("the admin API is disabled: set [admin] token in the config".into()));
+    };
+    let Some(given) = bearer(headers) else {
+        return Err(AppError::Unauthorized("missing header: Authorization: Bearer <admin token>".into()));
+    };
+    let same = given.len() == expected.len()
+        && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(()) } else { Err(AppError::Unauthorized("wrong admin token".into())) }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenQuery {
+    pub(crate) token: Option<String>,
+}
+
+/// One peer in the statistics answer.
+#[derive(Serialize)]
+struct PeerRow {
+    site_id: i64,
+    name: String,
+    role: Role,
+    state: &'static str,
+    muted: bool,
+    kbps_in: Option<f64>,
+    kbps_out: Option<f64>,
+    loss_pct: Option<f64>,
+    rtt_ms: Option<f64>,
+    packets_in: u64,
+    packets_out: u64,
+    shard: Option<usize>,
+    client: Option<diemcau_proto::ClientStats>,
+}
+
+/// `GET /api/meetings/{id}/stats`: every connected peer with the bridge's and the client's figures.
+pub(crate) async fn stats(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let via_token = q.token.as_deref().or_else(|| bearer(&headers));
+    let admin = require_admin(&state, &headers).is_ok();
+    if !admin {
+        let Some(tok) = via_token else {
+            return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
+        };
+        let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+        if claims.meeting_id != id {
+            return Err(AppError::Forbidden("the token is for another meeting".into()));
+        }
+        if claims.role == Role::Site {
+            return Err(AppError::Forbidden("statistics are for the chair and technicians".into()));
+        }
+    }
+    let media_stats = state.media.stats();
+    let rows: Vec<PeerRow> = {
+        let rooms = state.rooms.lock().map_err(|_| AppError::Internal("rooms lock poisoned".into()))?;
+        let Some(room) = rooms.get(&id) else {
+            return Ok(Json(serde_json::json!({
+                "meeting_id": id, "peers": [], "bridge": { "peers": 0, "shards": state.media.shard_count() }
+            })));
+        };
+        let mut rows: Vec<PeerRow> = room
+            .members
+            .iter()
+            .filter(|(_, m)| m.role != Role::Technician)
+            .map(|(pid, m)| {
+                let s = media_stats.get(pid);
+                PeerRow {
+                    site_id: m.site_id,
+                    name: room.site_name(m.site_id),
+                    role: m.role,
+                    state: if m.connected { "connected" } else { "connecting" },
+                    muted: m.muted,
+                    kbps_in: s.and_then(|s| s.kbps_in),
+                    kbps_out: s.and_then(|s| s.kbps_out),
+                    loss_pct: s.and_then(|s| s.loss_pct),
+                    rtt_ms: s.and_then(|s| s.rtt_ms),
+                    packets_in: s.map(|s| s.packets_in).unwrap_or(0),
+                    packets_out: s.map(|s| s.packets_out).unwrap_or(0),
+                    shard: s.map(|s| s.shard),
+                    client: m.client_stats.clone(),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.site_id);
+        rows
+    };
+    Ok(Json(serde_json::json!({
+        "meeting_id": id,
+        "peers": rows,
+        "bridge": { "peers": media_stats.len(), "shards": state.media.shard_count() },
+    })))
+}
+
+pub(crate) async fn list_sites(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Site>>, AppError> {
+    require_admin(&state, &headers)?;
+    Ok(Json(state.store.sites()?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewSiteBody {
+    code: String,
+    name: String,
+    kind: String,
+    parent_id: Option<i64>,
+    link_hint: Option<String>,
+}
+
+pub(crate) async fn add_site(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewSiteBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    require_admin(&state, &headers)?;
+    let kind = SiteKind::parse(&body.kind).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "kind: unknown site kind {:?} (expected province, department, district or commune)",
+            body.kind
+        ))
+    })?;
+    let id = state.store.insert_site(&NewSite {
+        code: body.code,
+        name: body.name,
+        kind,
+        parent_id: body.parent_id,
+        link_hint: body.link_hint,
+    })?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+pub(crate) async fn import_sites(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<diemcau_store::ImportReport>, AppError> {
+    require_admin(&state, &headers)?;
+    Ok(Json(state.store.import_sites_csv(&body[..])?))
+}
+
+pub(crate) async fn list_meetings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Meeting>>, AppError> {
+    require_admin(&state, &headers)?;
+    Ok(Json(state.store.meetings()?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewMeetingBody {
+    title: String,
+    chair_site_id: i64,
+    invited: Vec<i64>,
+}
+
+pub(crate) async fn create_meeting(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewMeetingBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    require_admin(&state, &headers)?;
+    let id = state.store.create_meeting(&body.title, body.chair_site_id, &body.invited)?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTokenBody {
+    meeting_id: i64,
+    site_id: i64,
+    role: String,
+    ttl_secs: Option<i64>,
+}
+
+pub(crate) async fn create_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewTokenBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    require_admin(&state, &headers)?;
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| AppError::BadRequest(format!("role: {:?} is not chair, site or technician", body.role)))?;
+    let meeting = state
+        .store
+        .meeting(body.meeting_id)?
+        .ok_or_else(|| AppError::NotFound(format!("meeting {}", body.meeting_id)))?;
+    let allowed = match role {
+        Role::Chair | Role::Technician => body.site_id == meeting.chair_site_id,
+        Role::Site => meeting.invited.contains(&body.site_id),
+    };
+    if !allowed {
+        return Err(AppError::BadRequest(format!(
+            "site {} cannot join meeting {} as {}",
+            body.site_id,
+            body.meeting_id,
+            role.as_str()
+        )));
+    }
+    let ttl = body.ttl_secs.unwrap_or(state.cfg.token_ttl_secs);
+    if !(1..=366 * 24 * 3600).contains(&ttl) {
+        return Err(AppError::BadRequest("ttl_secs must be between 1 and one year".into()));
+    }
+    let exp = unix_now() + ttl;
+    let tok = token::sign(&state.secret, &Claims { meeting_id: body.meeting_id, site_id: body.site_id, role, exp });
+    Ok(Json(serde_json::json!({ "token": tok, "exp": exp })))
+}

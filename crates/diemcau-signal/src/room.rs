@@ -1,0 +1,382 @@
+//! One live meeting: who is connected, what they publish, and which source fills each of their slots.
+//!
+//! Slot policy (the spine; floor control and last-N come later):
+//! * every site receives the chair's audio and video on its first audio and first video slot;
+//! * the chair's video slots show the sites that publish video, in join order; a site keeps its tile while connected;
+//! * the chair's audio slots carry the unmuted sites that publish audio, in join order.
+//!
+//! [`Room::plan`] recomputes the assignment after every change and applies only the difference, so a site never
+//! jumps between tiles when another one joins or leaves.
+
+use std::collections::HashMap;
+
+use diemcau_media::{Kind, Media, PeerId, SlotInfo, TrackId};
+use diemcau_proto::{
+    ClientStats, MediaKind, PeerState, Role, RosterEntry, ServerMsg, SiteKind, SlotAssignment,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What a connection's writer task receives.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A message to send.
+    Msg(ServerMsg),
+    /// Close the WebSocket with this code and reason.
+    Close(u16, String),
+}
+
+/// An invited site as the room knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomSite {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) kind: SiteKind,
+    pub(crate) parent_id: Option<i64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) site_id: i64,
+    pub(crate) role: Role,
+    pub(crate) tx: UnboundedSender<Outgoing>,
+    pub(crate) join_seq: u64,
+    pub(crate) publishes: Vec<Kind>,
+    pub(crate) slots: Vec<SlotInfo>,
+    pub(crate) connected: bool,
+    pub(crate) muted: bool,
+    pub(crate) client_stats: Option<ClientStats>,
+    /// Current source (publisher peer) of each slot, by mid.
+    assigned: HashMap<String, Option<PeerId>>,
+}
+
+/// A live meeting.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) title: String,
+    pub(crate) chair_site_id: i64,
+    pub(crate) sites: Vec<RoomSite>,
+    pub(crate) members: HashMap<PeerId, Member>,
+    next_seq: u64,
+}
+
+impl Room {
+    pub(crate) fn new(title: String, chair_site_id: i64, sites: Vec<RoomSite>) -> Room {
+        Room { title, chair_site_id, sites, members: HashMap::new(), next_seq: 0 }
+    }
+
+    pub(crate) fn site_name(&self, id: i64) -> String {
+        self.sites.iter().find(|s| s.id == id).map(|s| s.name.clone()).unwrap_or_default()
+    }
+
+    /// Adds a member. An existing connection of the same site and role is returned so the caller can close it.
+    pub(crate) fn join(
+        &mut self,
+        peer: PeerId,
+        site_id: i64,
+        role: Role,
+        tx: UnboundedSender<Outgoing>,
+        start_muted: bool,
+    ) -> Option<PeerId> {
+        let replaced = self
+            .members
+            .iter()
+            .find(|(_, m)| m.site_id == site_id && m.role == role && role != Role::Technician)
+            .map(|(p, _)| *p);
+        self.next_seq += 1;
+        self.members.insert(
+            peer,
+            Member {
+                site_id,
+                role,
+                tx,
+                join_seq: self.next_seq,
+                publishes: Vec::new(),
+                slots: Vec::new(),
+                connected: false,
+                muted: start_muted && role == Role::Site,
+                client_stats: None,
+                assigned: HashMap::new(),
+            },
+        );
+        replaced
+    }
+
+    pub(crate) fn leave(&mut self, peer: PeerId) -> Option<Member> {
+        self.members.remove(&peer)
+    }
+
+    pub(crate) fn send(&self, peer: PeerId, msg: ServerMsg) {
+        if let Some(m) = self.members.get(&peer) {
+            let _ = m.tx.send(Outgoing::Msg(msg));
+        }
+    }
+
+    fn chair(&self) -> Option<PeerId> {
+        self.members.iter().filter(|(_, m)| m.role == Role::Chair).min_by_key(|(_, m)| m.join_seq).map(|(p, _)| *p)
+    }
+
+    /// The roster as the chair and technicians see it.
+    pub(crate) fn roster(&self) -> Vec<RosterEntry> {
+        self.sites
+            .iter()
+            .map(|s| {
+                let member = self
+                    .members
+                    .values()
+                    .filter(|m| m.site_id == s.id && m.role != Role::Technician)
+                    .max_by_key(|m| m.join_seq);
+                RosterEntry {
+                    site_id: s.id,
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    parent_id: s.parent_id,
+                    state: match member {
+                        None => PeerState::Offline,
+                        Some(m) if m.connected => PeerState::Connected,
+                        Some(_) => PeerState::Connecting,
+                    },
+                    muted: member.is_none_or(|m| m.muted),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends the roster to the chair and technicians.
+    pub(crate) fn broadcast_roster(&self) {
+        let roster = self.roster();
+        for m in self.members.values() {
+            if matches!(m.role, Role::Chair | Role::Technician) {
+                let _ = m.tx.send(Outgoing::Msg(ServerMsg::Roster { sites: roster.clone() }));
+            }
+        }
+    }
+
+    /// Recomputes which source fills every slot and applies the changes to the data plane.
+    pub(crate) fn plan(&mut self, media: &Media) {
+        let chair = self.chair();
+        let chair_publishes = chair.and_then(|c| self.members.get(&c)).map(|m| m.publishes.clone()).unwrap_or_default();
+        let mut sites: Vec<(u64, PeerId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.role == Role::Site && m.connected)
+            .map(|(p, m)| (m.join_seq, *p))
+            .collect();
+        sites.sort();
+
+        let mut desired: Vec<(PeerId, HashMap<String, Option<PeerId>>)> = Vec::new();
+        for (pid, m) in &self.members {
+            let mut want: HashMap<String, Option<PeerId>> = HashMap::new();
+            match m.role {
+                Role::Site => {
+                    for kind in [Kind::Audio, Kind::Video] {
+                        let mut first = true;
+                        for slot in m.slots.iter().filter(|s| s.kind == kind) {
+                            let src = if first && chair_publishes.contains(&kind) { chair } else { None };
+                            want.insert(slot.mid.clone(), src);
+                            first = false;
+                        }
+                    }
+                }
+                Role::Chair if Some(*pid) == chair => {
+                    for slot in m.slots.iter().filter(|s| s.duplex) {
+                        want.insert(slot.mid.clone(), None);
+                    }
+                    for kind in [Kind::Audio, Kind::Video] {
+                        let eligible: Vec<PeerId> = sites
+                            .iter()
+                            .map(|(_, p)| *p)
+                            .filter(|p| {
+                                self.members.get(p).is_some_and(|s| {
+                                    s.publishes.contains(&kind) && (kind == Kind::Video || !s.muted)
+                                })
+                            })
+                            .collect();
+                        // The chair's own sendrecv transceivers carry its camera and microphone, not tiles.
+                        let slots: Vec<&SlotInfo> = m.slots.iter().filter(|s| s.kind == kind && !s.duplex).collect();
+                        // Keep current holders that are still eligible; fill free slots in join order.
+                        let mut placed: Vec<PeerId> = Vec::new();
+                        for s in &slots {
+                            if let Some(Some(cur)) = m.assigned.get(&s.mid)
+                                && eligible.contains(cur)
+                                && !placed.contains(cur)
+                            {
+                                want.insert(s.mid.clone(), Some(*cur));
+                                placed.push(*cur);
+                            }
+                        }
+                        let mut queue = eligible.iter().filter(|p| !placed.contains(p));
+                        for s in &slots {
+                            if !want.contains_key(&s.mid) {
+                                want.insert(s.mid.clone(), queue.next().copied());
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    for slot in &m.slots {
+                        want.insert(slot.mid.clone(), None);
+                    }
+                }
+            }
+            desired.push((*pid, want));
+        }
+
+        let mut changed_peers = Vec::new();
+        for (pid, want) in desired {
+            let Some(m) = self.members.get_mut(&pid) else { continue };
+            let mut changed = false;
+            for slot in &m.slots {
+                let new = want.get(&slot.mid).copied().flatten();
+                let old = m.assigned.get(&slot.mid).copied().flatten();
+                if new != old || !m.assigned.contains_key(&slot.mid) {
+                    let track = new.map(|p| TrackId { peer: p, kind: slot.kind });
+                    // A peer without media yet (or any more) just keeps the plan; the next negotiation applies it.
+                    if let Err(e) = media.set_slot(pid, &slot.mid, track) {
+                        tracing::debug!(peer = pid.0, "slot not applied: {e}");
+                    }
+                    m.assigned.insert(slot.mid.clone(), new);
+                    changed = true;
+                }
+            }
+            if changed {
+                changed_peers.push(pid);
+            }
+        }
+        for pid in changed_peers {
+            self.send_slots(pid);
+        }
+    }
+
+    /// Tells a member which site fills each of its slots.
+    fn send_slots(&self, pid: PeerId) {
+        let Some(m) = self.members.get(&pid) else { return };
+        let slots = m
+            .slots
+            .iter()
+            .map(|s| SlotAssignment {
+                mid: s.mid.clone(),
+                kind: match s.kind {
+                    Kind::Audio => MediaKind::Audio,
+                    Kind::Video => MediaKind::Video,
+                },
+                site_id: m
+                    .assigned
+                    .get(&s.mid)
+                    .copied()
+                    .flatten()
+                    .and_then(|p| self.members.get(&p))
+                    .map(|pm| pm.site_id),
+            })
+            .collect();
+        let _ = m.tx.send(Outgoing::Msg(ServerMsg::Slots { slots }));
+    }
+}
+
+impl Room {
+    /// Records the result of a negotiation: what the member publishes and which slots it offers.
+    pub(crate) fn negotiated(&mut self, peer: PeerId, publishes: Vec<Kind>, slots: Vec<SlotInfo>) {
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.assigned.retain(|mid, _| slots.iter().any(|s| &s.mid == mid));
+            m.publishes = publishes;
+            m.slots = slots;
+        }
+    }
+
+    /// The member's media is gone (its `Rtc` was removed): forget what the data plane had for it.
+    pub(crate) fn media_lost(&mut self, peer: PeerId) {
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.connected = false;
+            m.publishes.clear();
+            m.slots.clear();
+            m.assigned.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diemcau_media::MediaConfig;
+    use tokio::sync::mpsc;
+
+    fn site(id: i64) -> RoomSite {
+        RoomSite { id, name: format!("Xã {id}"), kind: SiteKind::Commune, parent_id: Some(1) }
+    }
+
+    fn slots(spec: &[(&str, Kind, bool)]) -> Vec<SlotInfo> {
+        spec.iter().map(|(m, k, d)| SlotInfo { mid: m.to_string(), kind: *k, duplex: *d }).collect()
+    }
+
+    fn last_slots(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<SlotAssignment> {
+        let mut last = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            if let Outgoing::Msg(ServerMsg::Slots { slots }) = o {
+                last = slots;
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn chair_grid_is_stable_and_audio_follows_mute() {
+        let (media, _ev) = Media::start(&MediaConfig { shards: 1, ..Default::default() }).expect("media");
+        let mut room = Room::new("Họp".into(), 100, vec![site(100), site(2), site(3), site(4)]);
+        let (ctx, mut crx) = mpsc::unbounded_channel();
+        let chair = PeerId(1);
+        room.join(chair, 100, Role::Chair, ctx, false);
+        room.negotiated(
+            chair,
+            vec![Kind::Audio, Kind::Video],
+            slots(&[
+                ("0", Kind::Audio, true),
+                ("1", Kind::Video, true),
+                ("2", Kind::Video, false),
+                ("3", Kind::Video, false),
+                ("4", Kind::Audio, false),
+            ]),
+        );
+        let mut site_rx = Vec::new();
+        for (i, sid) in [2i64, 3, 4].iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let p = PeerId(10 + i as u64);
+            room.join(p, *sid, Role::Site, tx, false);
+            room.negotiated(p, vec![Kind::Audio, Kind::Video], slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]));
+            room.members.get_mut(&p).expect("member").connected = true;
+            site_rx.push(rx);
+        }
+        room.plan(&media);
+        // Two video tiles for three sites: the first two joined.
+        let s = last_slots(&mut crx);
+        let video: Vec<_> = s.iter().filter(|a| a.kind == MediaKind::Video).map(|a| a.site_id).collect();
+        assert_eq!(video, vec![None, Some(2), Some(3)], "the chair's own video mid carries nothing");
+        // Every site receives the chair on its two slots.
+        for rx in &mut site_rx {
+            let s = last_slots(rx);
+            assert_eq!(s.iter().map(|a| a.site_id).collect::<Vec<_>>(), vec![Some(100), Some(100)]);
+        }
+        // Site 2 leaves: site 4 takes the free tile, site 3 keeps its tile.
+        room.leave(PeerId(10));
+        room.plan(&media);
+        let s = last_slots(&mut crx);
+        let video: Vec<_> = s.iter().filter(|a| a.kind == MediaKind::Video).map(|a| a.site_id).collect();
+        assert_eq!(video, vec![None, Some(4), Some(3)]);
+        // Muting site 3 frees its audio slot for site 4.
+        room.members.get_mut(&PeerId(11)).expect("member").muted = true;
+        room.plan(&media);
+        let s = last_slots(&mut crx);
+        let audio: Vec<_> = s.iter().filter(|a| a.kind == MediaKind::Audio).map(|a| a.site_id).collect();
+        assert!(audio.contains(&Some(4)) && !audio.contains(&Some(3)), "{audio:?}");
+        media.shutdown();
+    }
+}
+
+impl Room {
+    /// The publishers currently filling any slot of `peer`.
+    pub(crate) fn sources_of(&self, peer: PeerId) -> Vec<PeerId> {
+        let Some(m) = self.members.get(&peer) else { return Vec::new() };
+        let mut v: Vec<PeerId> = m.assigned.values().flatten().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}

@@ -1,0 +1,343 @@
+//! The `/ws` session of one page: token check, hello, then offers, mutes and statistics until it closes.
+//!
+//! Every refusal is a WebSocket close with a code from [`diemcau_proto::close`] and a reason that says what was
+//! wrong; nothing a client sends can disturb another connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use diemcau_media::{PeerId, TrackId};
+use diemcau_proto::{ClientMsg, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Role, ServerMsg, close};
+use diemcau_store::token::{self, Claims};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::api::TokenQuery;
+use crate::room::{Outgoing, Room, RoomSite};
+use crate::{AppState, unix_now, unix_now_ms};
+
+/// Frames larger than this are refused by the WebSocket layer itself; between [`MAX_MESSAGE_BYTES`] and this, the
+/// session closes with [`close::TOO_BIG`] and says so.
+const HARD_FRAME_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn handler(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    ws.max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| session(state, socket, q.token))
+}
+
+/// Closes with a code and a reason (truncated to the 123 bytes a close frame allows).
+async fn close_with(ws: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &str) {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(&reason[..end]) };
+    let _ = ws.send(Message::Close(Some(frame))).await;
+}
+
+fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Room), String> {
+    let tok = tok.ok_or("missing token: open the link with ?token=…")?;
+    let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| e.to_string())?;
+    let meeting = state
+        .store
+        .meeting(claims.meeting_id)
+        .map_err(|e| format!("cannot load the meeting: {e}"))?
+        .ok_or_else(|| format!("meeting {} does not exist", claims.meeting_id))?;
+    let allowed = match claims.role {
+        Role::Chair | Role::Technician => claims.site_id == meeting.chair_site_id,
+        Role::Site => meeting.invited.contains(&claims.site_id),
+    };
+    if !allowed {
+        return Err(format!("site {} is not invited to meeting {} as {}", claims.site_id, meeting.id, claims.role.as_str()));
+    }
+    let mut ids = vec![meeting.chair_site_id];
+    ids.extend(meeting.invited.iter().copied());
+    let mut sites = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Ok(Some(s)) = state.store.site(id) {
+            sites.push(RoomSite { id: s.id, name: s.name, kind: s.kind, parent_id: s.parent_id });
+        }
+    }
+    Ok((claims, Room::new(meeting.title, meeting.chair_site_id, sites)))
+}
+
+async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
+    let (mut sink, mut stream) = socket.split();
+    let (claims, fresh_room) = match check_claims(&state, tok.as_deref()) {
+        Ok(v) => v,
+        Err(reason) => {
+            debug!("refused connection: {reason}");
+            close_with(&mut sink, close::BAD_TOKEN, &reason).await;
+            return;
+        }
+    };
+    // The first message must be a hello with our protocol version.
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    let hello = match hello {
+        Ok(Some(Ok(Message::Text(t)))) if t.len() <= MAX_MESSAGE_BYTES => ClientMsg::parse(&t),
+        Ok(Some(Ok(Message::Text(_)))) => {
+            close_with(&mut sink, close::TOO_BIG, "message too large").await;
+            return;
+        }
+        Err(_) => {
+            close_with(&mut sink, close::BAD_MESSAGE, "expected a hello message within 10 s").await;
+            return;
+        }
+        _ => {
+            close_with(&mut sink, close::BAD_MESSAGE, "expected a hello message").await;
+            return;
+        }
+    };
+    match hello {
+        Ok(ClientMsg::Hello { v }) if v == PROTOCOL_VERSION => {}
+        Ok(ClientMsg::Hello { v }) => {
+            let reason = format!("protocol version {v} is not supported; this bridge speaks {PROTOCOL_VERSION}");
+            close_with(&mut sink, close::BAD_VERSION, &reason).await;
+            return;
+        }
+        Ok(_) => {
+            close_with(&mut sink, close::BAD_MESSAGE, "the first message must be hello").await;
+            return;
+        }
+        Err(e) => {
+            close_with(&mut sink, close::BAD_MESSAGE, &format!("bad message: {e}")).await;
+            return;
+        }
+    }
+
+    let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
+    let span = info_span!("peer", peer = peer.0, site = claims.site_id, role = claims.role.as_str());
+    run(state, claims, fresh_room, peer, sink, stream).instrument(span).await;
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+async fn run(state: Arc<AppState>, claims: Claims, fresh_room: Room, peer: PeerId, mut sink: Sink, mut stream: Stream) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let meeting_id = claims.meeting_id;
+    let welcome = {
+        let Ok(mut rooms) = state.rooms.lock() else { return };
+        let room = rooms.entry(meeting_id).or_insert(fresh_room);
+        if let Some(old) = room.join(peer, claims.site_id, claims.role, tx.clone(), state.cfg.sites_start_muted)
+            && let Some(m) = room.leave(old)
+        {
+            let _ = m.tx.send(Outgoing::Close(close::REPLACED, "the same site connected again elsewhere".into()));
+            state.media.remove(old);
+        }
+        let welcome = ServerMsg::Welcome {
+            v: PROTOCOL_VERSION,
+            role: claims.role,
+            meeting_id,
+            meeting_title: room.title.clone(),
+            site_id: claims.site_id,
+            site_name: room.site_name(claims.site_id),
+            chair_site_id: room.chair_site_id,
+            grid_size: state.cfg.grid_size,
+            audio_slots: state.cfg.audio_slots,
+        };
+        room.broadcast_roster();
+        if claims.role == Role::Site && state.cfg.sites_start_muted {
+            room.send(peer, ServerMsg::Muted { muted: true });
+        }
+        welcome
+    };
+    if sink.send(Message::Text(welcome.to_json().into())).await.is_err() {
+        leave(&state, meeting_id, peer);
+        return;
+    }
+    info!("joined");
+    if let Err(e) = state.store.record_session(meeting_id, claims.site_id, "join", unix_now_ms()) {
+        warn!("cannot record join: {e}");
+    }
+
+    let rate = f64::from(state.cfg.max_messages_per_sec.max(1));
+    let mut bucket = rate * 2.0;
+    let mut last = Instant::now();
+    let mut shutdown = state.shutdown.clone();
+
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        close_with(&mut sink, close::BAD_MESSAGE, "binary messages are not accepted").await;
+                        break;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        debug!("websocket error: {e}");
+                        close_with(&mut sink, close::TOO_BIG, "message too large or broken frame").await;
+                        break;
+                    }
+                };
+                if text.len() > MAX_MESSAGE_BYTES {
+                    let reason = format!("message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", text.len());
+                    close_with(&mut sink, close::TOO_BIG, &reason).await;
+                    break;
+                }
+                let now = Instant::now();
+                bucket = (bucket + now.duration_since(last).as_secs_f64() * rate).min(rate * 2.0);
+                last = now;
+                if bucket < 1.0 {
+                    close_with(&mut sink, close::RATE_LIMITED, "too many messages").await;
+                    break;
+                }
+                bucket -= 1.0;
+                let msg = match ClientMsg::parse(&text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        close_with(&mut sink, close::BAD_MESSAGE, &format!("bad message: {e}")).await;
+                        break;
+                    }
+                };
+                if let Some(reply) = handle(&state, &claims, peer, msg).await
+                    && sink.send(Message::Text(reply.to_json().into())).await.is_err()
+                {
+                    break;
+                }
+            }
+            out = rx.recv() => {
+                match out {
+                    Some(Outgoing::Msg(m)) => {
+                        if sink.send(Message::Text(m.to_json().into())).await.is_err() { break }
+                    }
+                    Some(Outgoing::Close(code, reason)) => {
+                        close_with(&mut sink, code, &reason).await;
+                        // Replaced: the new connection already took this member's place.
+                        if code == close::REPLACED {
+                            record_leave(&state, meeting_id, claims.site_id);
+                            return;
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            _ = shutdown.changed() => {
+                close_with(&mut sink, close::SHUTDOWN, "the bridge is shutting down").await;
+                break;
+            }
+        }
+    }
+    leave(&state, meeting_id, peer);
+    record_leave(&state, meeting_id, claims.site_id);
+    info!("left");
+}
+
+fn record_leave(state: &AppState, meeting_id: i64, site_id: i64) {
+    if let Err(e) = state.store.record_session(meeting_id, site_id, "leave", unix_now_ms()) {
+        warn!("cannot record leave: {e}");
+    }
+}
+
+fn leave(state: &AppState, meeting_id: i64, peer: PeerId) {
+    state.media.remove(peer);
+    let Ok(mut rooms) = state.rooms.lock() else { return };
+    if let Some(room) = rooms.get_mut(&meeting_id) {
+        room.leave(peer);
+        if room.members.is_empty() {
+            rooms.remove(&meeting_id);
+        } else {
+            room.plan(&state.media);
+            room.broadcast_roster();
+        }
+    }
+}
+
+fn error(code: &str, message: impl Into<String>) -> Option<ServerMsg> {
+    Some(ServerMsg::Error { code: code.into(), message: message.into() })
+}
+
+/// Handles one parsed message; returns the direct reply, if any.
+async fn handle(state: &AppState, claims: &Claims, peer: PeerId, msg: ClientMsg) -> Option<ServerMsg> {
+    match msg {
+        ClientMsg::Hello { .. } => error("unexpected", "hello was already received"),
+        ClientMsg::Offer { sdp } => {
+            if claims.role == Role::Technician {
+                return error("forbidden", "technicians do not send media");
+            }
+            match state.media.offer(peer, sdp).await {
+                Ok(neg) => {
+                    let Ok(mut rooms) = state.rooms.lock() else { return None };
+                    let room = rooms.get_mut(&claims.meeting_id)?;
+                    room.negotiated(peer, neg.publishes, neg.slots);
+                    // The answer must reach the client before the slot map that refers to its mids.
+                    room.send(peer, ServerMsg::Answer { sdp: neg.answer });
+                    room.plan(&state.media);
+                    None
+                }
+                Err(e) => error("bad_sdp", e.to_string()),
+            }
+        }
+        ClientMsg::Answer { .. } => error("unexpected", "the bridge has not sent an offer"),
+        ClientMsg::Mute { muted } => {
+            let Ok(mut rooms) = state.rooms.lock() else { return None };
+            let room = rooms.get_mut(&claims.meeting_id)?;
+            if let Some(m) = room.members.get_mut(&peer) {
+                m.muted = muted;
+            }
+            room.plan(&state.media);
+            room.broadcast_roster();
+            None
+        }
+        ClientMsg::MuteSite { site_id, muted } => {
+            if claims.role != Role::Chair {
+                return error("forbidden", "only the chair can mute or unmute a site");
+            }
+            let Ok(mut rooms) = state.rooms.lock() else { return None };
+            let room = rooms.get_mut(&claims.meeting_id)?;
+            let targets: Vec<PeerId> = room
+                .members
+                .iter()
+                .filter(|(_, m)| m.site_id == site_id && m.role == Role::Site)
+                .map(|(p, _)| *p)
+                .collect();
+            if targets.is_empty() {
+                return error("not_found", format!("site {site_id} is not connected"));
+            }
+            for t in targets {
+                if let Some(m) = room.members.get_mut(&t) {
+                    m.muted = muted;
+                }
+                room.send(t, ServerMsg::Muted { muted });
+            }
+            room.plan(&state.media);
+            room.broadcast_roster();
+            None
+        }
+        ClientMsg::RequestKeyframe {} => {
+            let sources: Vec<PeerId> = {
+                let Ok(rooms) = state.rooms.lock() else { return None };
+                let room = rooms.get(&claims.meeting_id)?;
+                room.sources_of(peer)
+            };
+            for p in sources {
+                state.media.request_keyframe(TrackId { peer: p, kind: diemcau_media::Kind::Video });
+            }
+            None
+        }
+        ClientMsg::Stats(s) => {
+            let Ok(mut rooms) = state.rooms.lock() else { return None };
+            if let Some(m) = rooms.get_mut(&claims.meeting_id).and_then(|r| r.members.get_mut(&peer)) {
+                m.client_stats = Some(s);
+            }
+            None
+        }
+        ClientMsg::Ping {} => Some(ServerMsg::Pong),
+    }
+}
