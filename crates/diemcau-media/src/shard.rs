@@ -329,6 +329,16 @@ impl Shard {
                 return Err(MediaError::BadSdp(e.to_string()));
             }
         };
+        // str0m announces media (Event::MediaAdded) only once DTLS is up; the slots are needed now, for the answer's
+        // slot map, so read them from the negotiated session by the offer's mids.
+        for line in sdp.lines() {
+            let Some(mid) = line.trim().strip_prefix("a=mid:") else { continue };
+            let mid = Mid::from(mid);
+            let found = peer.rtc.media(mid).map(|m| (m.kind(), m.direction()));
+            if let Some((kind, dir)) = found {
+                update_media(peer, mid, kind, dir);
+            }
+        }
         drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
         self.timers.push(Reverse((peer.next_timeout, pid)));
         peer.send_pt.clear();

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Version of the signalling protocol described here.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest text message the server accepts on `/ws`, in bytes (an SDP offer with 24 m-lines is ~20 KB).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest text message the server accepts on `/ws`, in bytes. Chromium's SDP costs ~4 KB per video m-line (every
+/// codec it can send is listed), so a chair offering the maximum 64 tiles sends ~260 KB.
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// WebSocket close codes used by the bridge (4000–4999 are free for applications).
 pub mod close {

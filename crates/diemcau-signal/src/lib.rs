@@ -98,6 +98,11 @@ impl AppState {
         diemcau_store::token::sign(&self.secret, &claims)
     }
 
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// Number of live WebSocket members over all rooms.
     pub fn member_count(&self) -> usize {
         self.rooms.lock().map(|r| r.values().map(|room| room.members.len()).sum()).unwrap_or(0)

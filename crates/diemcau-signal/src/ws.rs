@@ -24,7 +24,7 @@ use crate::{AppState, unix_now, unix_now_ms};
 
 /// Frames larger than this are refused by the WebSocket layer itself; between [`MAX_MESSAGE_BYTES`] and this, the
 /// session closes with [`close::TOO_BIG`] and says so.
-const HARD_FRAME_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
+const HARD_FRAME_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn handler(

@@ -1,0 +1,109 @@
+//! Headless Chromium driven through ChromeDriver (WebDriver), with a fake camera and microphone.
+//!
+//! `scripts/test` installs Debian's `chromium` and `chromium-driver`; a missing browser is a test failure, never a
+//! skip. ChromeDriver is started on a free port and ended by its process id when the guard drops.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities, WebDriver};
+
+/// A ChromeDriver process, killed by pid on drop.
+pub struct ChromeDriver {
+    child: Child,
+    /// WebDriver URL.
+    pub url: String,
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn find(candidates: &[&str]) -> Option<String> {
+    candidates.iter().find(|p| std::path::Path::new(p).exists()).map(|p| p.to_string())
+}
+
+/// Path of the Chromium binary.
+pub fn chromium_path() -> anyhow::Result<String> {
+    find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"])
+        .context("Chromium is not installed: run scripts/test (it installs chromium and chromium-driver)")
+}
+
+impl ChromeDriver {
+    /// Starts ChromeDriver and waits until it answers.
+    pub async fn start() -> anyhow::Result<ChromeDriver> {
+        let bin = find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+            .context("chromedriver is not installed: run scripts/test (it installs chromium-driver)")?;
+        let port = free_port()?;
+        let child = Command::new(bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chromedriver")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let driver = ChromeDriver { child, url };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
+                return Ok(driver);
+            }
+            if Instant::now() > deadline {
+                bail!("chromedriver did not answer within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Opens a new headless Chromium with fake media devices.
+    pub async fn browser(&self) -> anyhow::Result<WebDriver> {
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(&chromium_path()?)?;
+        let profile = tempfile::tempdir()?.keep();
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-background-timer-throttling",
+            "--disable-renderer-backgrounding",
+            "--disable-backgrounding-occluded-windows",
+            "--window-size=1024,768",
+        ] {
+            caps.add_arg(arg)?;
+        }
+        caps.add_arg(&format!("--user-data-dir={}", profile.display()))?;
+        WebDriver::new(&self.url, caps).await.context("opening a Chromium session")
+    }
+}
+
+/// Runs a script returning a promise in the current page, and returns its JSON result.
+pub async fn eval_async(driver: &WebDriver, expr: &str) -> anyhow::Result<serde_json::Value> {
+    let script = format!(
+        "const done = arguments[arguments.length - 1];
+         Promise.resolve().then(() => {expr}).then(v => done({{ok: v}}), e => done({{err: String(e)}}));"
+    );
+    let ret = driver.execute_async(&script, Vec::new()).await?.json().clone();
+    if let Some(err) = ret.get("err") {
+        bail!("script failed: {err}");
+    }
+    Ok(ret.get("ok").cloned().unwrap_or(serde_json::Value::Null))
+}

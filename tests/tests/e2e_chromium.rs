@@ -1,0 +1,138 @@
+//! End to end in headless Chromium with fake camera and microphone: the bridge on ephemeral ports, one chair page and
+//! three commune pages. Each site decodes the chair's video and receives its audio; the chair decodes every site's
+//! video. Frames decoded must keep increasing.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use diemcau_e2e::browser::{ChromeDriver, eval_async};
+use diemcau_proto::{Role, SiteKind};
+use thirtyfour::WebDriver;
+
+async fn wait_connected(driver: &WebDriver, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = eval_async(driver, "window.diemcau ? window.diemcau.state : null").await?;
+        if st == "connected" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let err = eval_async(driver, "window.diemcau ? window.diemcau.lastError : null").await?;
+            anyhow::bail!("{what} not connected after 30 s (state {st}, last error {err})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// framesDecoded per site id (video) or bytes per site id (audio), summed over the page's inbound streams.
+async fn per_site(driver: &WebDriver, audio: bool) -> anyhow::Result<HashMap<i64, u64>> {
+    let expr = if audio { "window.diemcau.inboundAudio()" } else { "window.diemcau.inboundVideo()" };
+    let v = eval_async(driver, expr).await?;
+    let mut out = HashMap::new();
+    for s in v.as_array().cloned().unwrap_or_default() {
+        let Some(site) = s.get("siteId").and_then(|x| x.as_i64()) else { continue };
+        let n = if audio { s.get("bytesReceived") } else { s.get("framesDecoded") };
+        *out.entry(site).or_insert(0) += n.and_then(|x| x.as_u64()).unwrap_or(0);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let running = diemcau::start(diemcau::Config::for_tests(dir.path())).await?;
+    let meeting = running.demo.meeting_id;
+    let chair_site = running.demo.chair_site_id;
+    let communes: Vec<i64> = running
+        .state
+        .store()
+        .invited_sites(meeting)?
+        .into_iter()
+        .filter(|s| s.kind == SiteKind::Commune)
+        .map(|s| s.id)
+        .take(3)
+        .collect();
+    assert_eq!(communes.len(), 3);
+
+    let cd = ChromeDriver::start().await?;
+    let browser = cd.browser().await?;
+    let result = async {
+        browser.goto(&running.links.chair).await?;
+        let chair = browser.window().await?;
+        wait_connected(&browser, "chair").await?;
+        let mut sites = Vec::new();
+        for id in &communes {
+            let w = browser.new_window().await?;
+            browser.switch_to_window(w.clone()).await?;
+            let url = format!("{}/site?token={}", running.base_url, running.token(Role::Site, *id));
+            browser.goto(&url).await?;
+            wait_connected(&browser, &format!("site {id}")).await?;
+            sites.push((*id, w));
+        }
+
+        // Every page decodes what it should, and keeps decoding.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut first: Option<(HashMap<i64, u64>, Vec<(u64, u64)>)> = None;
+        loop {
+            browser.switch_to_window(chair.clone()).await?;
+            let chair_video = per_site(&browser, false).await?;
+            let mut site_media = Vec::new();
+            for (_, w) in &sites {
+                browser.switch_to_window(w.clone()).await?;
+                let v = per_site(&browser, false).await?.get(&chair_site).copied().unwrap_or(0);
+                let a = per_site(&browser, true).await?.get(&chair_site).copied().unwrap_or(0);
+                site_media.push((v, a));
+            }
+            let all_flowing = communes.iter().all(|c| chair_video.get(c).copied().unwrap_or(0) > 0)
+                && site_media.iter().all(|(v, a)| *v > 0 && *a > 0);
+            match &first {
+                None if all_flowing => first = Some((chair_video.clone(), site_media.clone())),
+                Some((v0, s0)) => {
+                    let chair_grew = communes.iter().all(|c| chair_video.get(c) > v0.get(c));
+                    let sites_grew = site_media.iter().zip(s0).all(|((v, a), (v0, a0))| v > v0 && a > a0);
+                    if chair_grew && sites_grew {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() > deadline {
+                let raw_site = eval_async(&browser, "window.diemcau.inboundVideo()").await?;
+                let slots = eval_async(&browser, "window.diemcau.slots").await?;
+                let pc = eval_async(&browser, "window.diemcau.pc && window.diemcau.pc.connectionState").await?;
+                let stats = reqwest::get(format!(
+                    "{}/api/meetings/{meeting}/stats?token={}",
+                    running.base_url,
+                    running.token(Role::Technician, chair_site)
+                ))
+                .await?
+                .text()
+                .await?;
+                anyhow::bail!(
+                    "last site page: inbound video {raw_site}, slots {slots}, pc {pc}; bridge stats {stats}; \
+                     media did not flow everywhere within 40 s: chair frames per site {chair_video:?}, \
+                     sites (chair frames, chair audio bytes) {site_media:?}, first sample {first:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    .await;
+    // The technician's statistics see the four peers with traffic while they are still connected.
+    let stats: serde_json::Value = reqwest::get(format!(
+        "{}/api/meetings/{meeting}/stats?token={}",
+        running.base_url,
+        running.token(Role::Technician, chair_site)
+    ))
+    .await?
+    .json()
+    .await?;
+    let _ = browser.quit().await;
+    drop(cd);
+    running.shutdown().await;
+    result?;
+    let peers = stats["peers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(peers.len(), 4, "{stats}");
+    assert!(peers.iter().all(|p| p["state"] == "connected" && p["packets_in"].as_u64() > Some(0)), "{stats}");
+    Ok(())
+}

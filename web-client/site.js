@@ -1,0 +1,42 @@
+// site.js — the commune/district/department page: the chair's picture large, self-view small, mute button,
+// link quality. All the connection work is in app.js.
+import { start, $, D } from './app.js';
+import { t } from './i18n.js';
+
+const remote = $('#remote'), wait = $('#wait');
+let shown = null; // the receiver track on #remote
+let waitKey = 'site.wait';
+
+function setWait(key) {
+  waitKey = key;
+  wait.hidden = !key;
+  if (key) wait.textContent = t(key);
+}
+
+setWait('site.wait');
+
+start({
+  page: 'site',
+  onLocal(s) {
+    const v = s?.getVideoTracks().length;
+    if (v) $('#self').srcObject = s;
+    else { $('#self').hidden = true; $('#selfcap').dataset.i18n = 'site.nocam'; $('#selfcap').textContent = t('site.nocam'); }
+  },
+  // The chair's video arrives on our own sendrecv video transceiver.
+  onMedia(pc) {
+    const x = pc.getTransceivers().find((x) => x.receiver.track?.kind === 'video');
+    const tr = x?.receiver.track;
+    if (!tr || tr === shown) return;
+    shown = tr;
+    remote.srcObject = new MediaStream([tr]);
+    remote.play().catch(() => {}); // muted video: autoplay is always allowed
+  },
+  // No frame decoded in the last 2 s while connected: say it is sound only (weak link) rather than "waiting".
+  onStats(s, dFrames) {
+    if (dFrames == null) return;
+    if (dFrames > 0) setWait(null);
+    else setWait(s.frames_decoded > 0 ? 'site.audio' : 'site.wait');
+  },
+  onTeardown() { shown = null; remote.srcObject = null; setWait('site.wait'); },
+  onLang() { if (waitKey) setWait(waitKey); },
+});
