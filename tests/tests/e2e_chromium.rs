@@ -1,6 +1,7 @@
 //! End to end in headless Chromium with fake camera and microphone: the bridge on ephemeral ports, one chair page and
 //! three commune pages. Each site decodes the chair's video and receives its audio; the chair decodes every site's
-//! video. Frames decoded must keep increasing.
+//! video. Frames decoded must keep increasing; a joining site decodes its first chair frame within a second; SRTP
+//! uses an AEAD-GCM profile.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -61,14 +62,37 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
         let chair = browser.window().await?;
         wait_connected(&browser, "chair").await?;
         let mut sites = Vec::new();
+        let mut first_frame = Vec::new();
         for id in &communes {
             let w = browser.new_window().await?;
             browser.switch_to_window(w.clone()).await?;
             let url = format!("{}/site?token={}", running.base_url, running.token(Role::Site, *id));
             browser.goto(&url).await?;
             wait_connected(&browser, &format!("site {id}")).await?;
+            // A newly joined site gets a keyframe of the chair within a second of its media connecting.
+            let joined = Instant::now();
+            while per_site(&browser, false).await?.get(&chair_site).copied().unwrap_or(0) == 0 {
+                anyhow::ensure!(
+                    joined.elapsed() < Duration::from_secs(1),
+                    "site {id}: no chair frame decoded within 1 s of connecting"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            first_frame.push(joined.elapsed());
+            // Media is encrypted with an AEAD-GCM SRTP profile.
+            let cipher = eval_async(
+                &browser,
+                "window.diemcau.pc.getStats().then(r => { let c = null; \
+                 r.forEach(s => { if (s.type === 'transport' && s.srtpCipher) c = s.srtpCipher; }); return c; })",
+            )
+            .await?;
+            anyhow::ensure!(
+                cipher.as_str().is_some_and(|c| c.starts_with("SRTP_AEAD_AES_") && c.ends_with("_GCM")),
+                "site {id}: SRTP cipher {cipher}"
+            );
             sites.push((*id, w));
         }
+        eprintln!("time from connected to first decoded chair frame per site: {first_frame:?}");
 
         // Every page decodes what it should, and keeps decoding.
         let deadline = Instant::now() + Duration::from_secs(40);
