@@ -24,7 +24,7 @@ pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 pub mod close {
     /// The token is missing, malformed, badly signed or expired.
     pub const BAD_TOKEN: u16 = 4001;
-    /// The message could not be parsed or is not allowed in this state.
+    /// The message could not be parsed, is binary, or the handshake went wrong (no or a wrong first message).
     pub const BAD_MESSAGE: u16 = 4002;
     /// The message is larger than [`super::MAX_MESSAGE_BYTES`].
     pub const TOO_BIG: u16 = 4003;

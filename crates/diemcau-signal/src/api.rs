@@ -13,7 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::{AppError, AppState, unix_now};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Parses a JSON body only after the caller is authorized, with errors in the API's `{"error": …}` shape.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Checks the admin bearer token (compared in constant time).
@@ -73,12 +80,20 @@ pub(crate) async fn stats(
             return Err(AppError::Forbidden("statistics are for the chair and technicians".into()));
         }
     }
+    let meeting = state.store.meeting(id)?.ok_or_else(|| AppError::NotFound(format!("meeting {id}")))?;
+    if !admin
+        && let Some(tok) = via_token
+        && let Ok(claims) = token::verify(&state.secret, tok, unix_now())
+        && claims.site_id != meeting.chair_site_id
+    {
+        return Err(AppError::Forbidden("chair and technician tokens must be for the meeting's chairing site".into()));
+    }
     let media_stats = state.media.stats();
     let rows: Vec<PeerRow> = {
         let rooms = state.rooms.lock().map_err(|_| AppError::Internal("rooms lock poisoned".into()))?;
         let Some(room) = rooms.get(&id) else {
             return Ok(Json(serde_json::json!({
-                "meeting_id": id, "peers": [], "bridge": { "peers": 0, "shards": state.media.shard_count() }
+                "meeting_id": id, "peers": [], "bridge": { "shards": state.media.shard_count() }
             })));
         };
         let mut rows: Vec<PeerRow> = room
@@ -110,7 +125,7 @@ pub(crate) async fn stats(
     Ok(Json(serde_json::json!({
         "meeting_id": id,
         "peers": rows,
-        "bridge": { "peers": media_stats.len(), "shards": state.media.shard_count() },
+        "bridge": { "shards": state.media.shard_count() },
     })))
 }
 
@@ -135,9 +150,10 @@ pub(crate) struct NewSiteBody {
 pub(crate) async fn add_site(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Json(body): Json<NewSiteBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, AppError> {
     require_admin(&state, &headers)?;
+    let body: NewSiteBody = json_body(&body)?;
     let kind = SiteKind::parse(&body.kind).ok_or_else(|| {
         AppError::BadRequest(format!(
             "kind: unknown site kind {:?} (expected province, department, district or commune)",
@@ -182,9 +198,10 @@ pub(crate) struct NewMeetingBody {
 pub(crate) async fn create_meeting(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Json(body): Json<NewMeetingBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, AppError> {
     require_admin(&state, &headers)?;
+    let body: NewMeetingBody = json_body(&body)?;
     let id = state.store.create_meeting(&body.title, body.chair_site_id, &body.invited)?;
     Ok(Json(serde_json::json!({ "id": id })))
 }
@@ -201,9 +218,10 @@ pub(crate) struct NewTokenBody {
 pub(crate) async fn create_token(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Json(body): Json<NewTokenBody>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, AppError> {
     require_admin(&state, &headers)?;
+    let body: NewTokenBody = json_body(&body)?;
     let role = Role::parse(&body.role)
         .ok_or_else(|| AppError::BadRequest(format!("role: {:?} is not chair, site or technician", body.role)))?;
     let meeting = state

@@ -293,6 +293,17 @@ impl Room {
     }
 }
 
+impl Room {
+    /// The publishers currently filling any slot of `peer`.
+    pub(crate) fn sources_of(&self, peer: PeerId) -> Vec<PeerId> {
+        let Some(m) = self.members.get(&peer) else { return Vec::new() };
+        let mut v: Vec<PeerId> = m.assigned.values().flatten().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,16 +378,5 @@ mod tests {
         let audio: Vec<_> = s.iter().filter(|a| a.kind == MediaKind::Audio).map(|a| a.site_id).collect();
         assert!(audio.contains(&Some(4)) && !audio.contains(&Some(3)), "{audio:?}");
         media.shutdown();
-    }
-}
-
-impl Room {
-    /// The publishers currently filling any slot of `peer`.
-    pub(crate) fn sources_of(&self, peer: PeerId) -> Vec<PeerId> {
-        let Some(m) = self.members.get(&peer) else { return Vec::new() };
-        let mut v: Vec<PeerId> = m.assigned.values().flatten().copied().collect();
-        v.sort();
-        v.dedup();
-        v
     }
 }
