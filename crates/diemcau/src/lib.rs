@@ -113,6 +113,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr()?;
     let tls = !cfg.http.tls_cert.is_empty();
     let server = if tls {
+        // One crypto provider for the whole process (aws-lc-rs, as str0m's DTLS); fails harmlessly if already set.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cfg.http.tls_cert, &cfg.http.tls_key)
             .await
             .with_context(|| format!("loading TLS certificate {} and key {}", cfg.http.tls_cert, cfg.http.tls_key))?;
