@@ -1,7 +1,7 @@
 //! End to end in headless Chromium with fake camera and microphone: the bridge on ephemeral ports, one chair page and
 //! three commune pages. Each site decodes the chair's video and receives its audio; the chair decodes every site's
 //! video. Frames decoded must keep increasing; a joining site decodes its first chair frame within a second; SRTP
-//! uses an AEAD-GCM profile.
+//! uses an AEAD-GCM profile; the commune page transfers at most 150 KB.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -90,6 +90,16 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
                 cipher.as_str().is_some_and(|c| c.starts_with("SRTP_AEAD_AES_") && c.ends_with("_GCM")),
                 "site {id}: SRTP cipher {cipher}"
             );
+            // The commune page loads over the same weak link: everything it transfers stays ≤ 150 KB.
+            let weight = eval_async(
+                &browser,
+                "performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')) \
+                 .reduce((sum, e) => sum + (e.transferSize || 0), 0)",
+            )
+            .await?
+            .as_f64()
+            .unwrap_or(f64::MAX);
+            anyhow::ensure!(weight > 0.0 && weight <= 150.0 * 1024.0, "site page transferred {weight} bytes");
             sites.push((*id, w));
         }
         eprintln!("time from connected to first decoded chair frame per site: {first_frame:?}");
