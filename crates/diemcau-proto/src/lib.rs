@@ -344,4 +344,47 @@ mod tests {
         }
         assert_eq!(Role::parse("admin"), None);
     }
+
+    /// Random corruptions of valid messages (the same inputs every run): parsing never panics, and whatever parses
+    /// serializes back to an equal message.
+    #[test]
+    fn corrupted_messages_parse_or_fail_and_round_trip() {
+        let seeds = [
+            r#"{"type":"hello","v":1}"#,
+            r#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}"#,
+            r#"{"type":"mute_site","site_id":12,"muted":true}"#,
+            r#"{"type":"stats","frames_decoded":10,"rtt_ms":3.5,"kbps_in":120.0}"#,
+            r#"{"type":"ping"}"#,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut parsed = 0;
+        for i in 0..20_000 {
+            let mut bytes = seeds[i % seeds.len()].as_bytes().to_vec();
+            for _ in 0..(next() % 4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % bytes.len();
+                let alphabet = b"{}[]\":,0e-";
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            if let Ok(m) = ClientMsg::parse(text) {
+                parsed += 1;
+                let again = serde_json::to_string(&m).unwrap();
+                assert_eq!(ClientMsg::parse(&again).unwrap(), m, "{text}");
+            }
+        }
+        assert!(parsed > 1_000, "the corpus should keep many valid messages ({parsed})");
+    }
 }
