@@ -10,7 +10,7 @@ export const token = new URLSearchParams(location.search).get('token') || '';
 
 const PAGE = { chair: '/chair', site: '/site', technician: '/tech' };
 const NO_RETRY = [4001, 4005, 4007]; // close codes after which reconnecting cannot help
-const MAX_SDP = 60000; // the bridge refuses messages over 64 KiB
+const MAX_SDP = 500000; // the bridge refuses messages over 512 KiB
 
 // Test hooks (read by the end-to-end tests through WebDriver); mutated in place, never replaced.
 export const D = (window.diemcau = {

@@ -43,7 +43,7 @@ function render() {
     }).join('') + '</tr>';
   }).join('');
   const b = data?.bridge;
-  $('#bridge').textContent = b ? t('tech.bridge', { p: fmt(b.peers), s: fmt(b.shards) }) : '';
+  $('#bridge').textContent = b ? t('tech.bridge', { p: fmt(data.peers?.length), s: fmt(b.shards) }) : '';
   $('#updated').textContent = okAt ? t('tech.updated', { t: okAt.toLocaleTimeString(getLang() === 'vi' ? 'vi-VN' : 'en-GB') }) : '';
   // Sites of the roster that are not connected, by name.
   const chair = D.welcome?.chair_site_id;
