@@ -11,7 +11,8 @@ fn main() {
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect())
         .unwrap_or_default();
     entries.sort();
-    let mut out = String::from("/// Files of web-client/ (name, bytes).\npub(crate) static FILES: &[(&str, &[u8])] = &[\n");
+    let mut out =
+        String::from("/// Files of web-client/ (name, bytes).\npub(crate) static FILES: &[(&str, &[u8])] = &[\n");
     for p in entries {
         println!("cargo:rerun-if-changed={}", p.display());
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();

@@ -3,6 +3,7 @@
 //! `scripts/test` installs Debian's `chromium` and `chromium-driver`; a missing browser is a test failure, never a
 //! skip. ChromeDriver is started on a free port and ended by its process id when the guard drops.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,4 +107,33 @@ pub async fn eval_async(driver: &WebDriver, expr: &str) -> anyhow::Result<serde_
         bail!("script failed: {err}");
     }
     Ok(ret.get("ok").cloned().unwrap_or(serde_json::Value::Null))
+}
+
+/// Waits until the page's `window.diemcau.state` is `connected` (30 s at most).
+pub async fn wait_connected(driver: &WebDriver, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = eval_async(driver, "window.diemcau ? window.diemcau.state : null").await?;
+        if st == "connected" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let err = eval_async(driver, "window.diemcau ? window.diemcau.lastError : null").await?;
+            bail!("{what} not connected after 30 s (state {st}, last error {err})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Frames decoded (video) or bytes received (audio) per sending site id, summed over the page's inbound streams.
+pub async fn per_site(driver: &WebDriver, audio: bool) -> anyhow::Result<HashMap<i64, u64>> {
+    let expr = if audio { "window.diemcau.inboundAudio()" } else { "window.diemcau.inboundVideo()" };
+    let v = eval_async(driver, expr).await?;
+    let mut out = HashMap::new();
+    for s in v.as_array().cloned().unwrap_or_default() {
+        let Some(site) = s.get("siteId").and_then(|x| x.as_i64()) else { continue };
+        let n = if audio { s.get("bytesReceived") } else { s.get("framesDecoded") };
+        *out.entry(site).or_insert(0) += n.and_then(|x| x.as_u64()).unwrap_or(0);
+    }
+    Ok(out)
 }

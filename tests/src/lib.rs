@@ -1,5 +1,5 @@
 //! e2e helpers
 
+pub mod browser;
 pub mod relay;
 pub mod webrtc_site;
-pub mod browser;

@@ -100,8 +100,10 @@ async fn bad_input_gets_clear_errors_and_harms_nobody() -> anyhow::Result<()> {
     );
     let not_invited =
         token::sign(&secret, &Claims { meeting_id: demo.meeting_id, site_id: 99_999, role: Role::Site, exp: now + 60 });
-    let no_meeting =
-        token::sign(&secret, &Claims { meeting_id: 4242, site_id: demo.first_commune_id, role: Role::Site, exp: now + 60 });
+    let no_meeting = token::sign(
+        &secret,
+        &Claims { meeting_id: 4242, site_id: demo.first_commune_id, role: Role::Site, exp: now + 60 },
+    );
     let site_as_chair = token::sign(
         &secret,
         &Claims { meeting_id: demo.meeting_id, site_id: demo.first_commune_id, role: Role::Chair, exp: now + 60 },
@@ -197,8 +199,8 @@ async fn bad_input_gets_clear_errors_and_harms_nobody() -> anyhow::Result<()> {
             let mut buf: Vec<u8> = (0..len).map(|j| (seed >> (j % 56)) as u8).collect();
             match i % 4 {
                 0 if len > 20 => buf[..2].copy_from_slice(&[0x00, 0x01]), // STUN binding request type
-                1 if len > 12 => buf[0] = 0x80,                          // RTP version 2
-                2 if len > 13 => buf[0] = 22,                            // DTLS handshake
+                1 if len > 12 => buf[0] = 0x80,                           // RTP version 2
+                2 if len > 13 => buf[0] = 22,                             // DTLS handshake
                 _ => {}
             }
             udp.send_to(&buf, addr).await?;

@@ -6,37 +6,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use diemcau_e2e::browser::{ChromeDriver, eval_async};
+use diemcau_e2e::browser::{ChromeDriver, eval_async, per_site, wait_connected};
 use diemcau_proto::{Role, SiteKind};
-use thirtyfour::WebDriver;
 
-async fn wait_connected(driver: &WebDriver, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = eval_async(driver, "window.diemcau ? window.diemcau.state : null").await?;
-        if st == "connected" {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let err = eval_async(driver, "window.diemcau ? window.diemcau.lastError : null").await?;
-            anyhow::bail!("{what} not connected after 30 s (state {st}, last error {err})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// framesDecoded per site id (video) or bytes per site id (audio), summed over the page's inbound streams.
-async fn per_site(driver: &WebDriver, audio: bool) -> anyhow::Result<HashMap<i64, u64>> {
-    let expr = if audio { "window.diemcau.inboundAudio()" } else { "window.diemcau.inboundVideo()" };
-    let v = eval_async(driver, expr).await?;
-    let mut out = HashMap::new();
-    for s in v.as_array().cloned().unwrap_or_default() {
-        let Some(site) = s.get("siteId").and_then(|x| x.as_i64()) else { continue };
-        let n = if audio { s.get("bytesReceived") } else { s.get("framesDecoded") };
-        *out.entry(site).or_insert(0) += n.and_then(|x| x.as_u64()).unwrap_or(0);
-    }
-    Ok(out)
-}
+/// Chair frames per site, and (chair frames, chair audio bytes) on each site page.
+type Sample = (HashMap<i64, u64>, Vec<(u64, u64)>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
@@ -106,7 +80,7 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
 
         // Every page decodes what it should, and keeps decoding.
         let deadline = Instant::now() + Duration::from_secs(40);
-        let mut first: Option<(HashMap<i64, u64>, Vec<(u64, u64)>)> = None;
+        let mut first: Option<Sample> = None;
         loop {
             browser.switch_to_window(chair.clone()).await?;
             let chair_video = per_site(&browser, false).await?;

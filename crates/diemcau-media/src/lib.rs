@@ -209,13 +209,11 @@ impl Media {
             let advertised = SocketAddr::new(cfg.advertise_ip.unwrap_or(local.ip()), local.port());
             addrs.push(local);
             let shard = shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("media-shard-{i}"))
-                .spawn(move || shard.run(sock, rx))?;
+            let handle =
+                std::thread::Builder::new().name(format!("media-shard-{i}")).spawn(move || shard.run(sock, rx))?;
             threads.push(handle);
         }
-        let media =
-            Media { shards: senders, addrs, placement: Mutex::default(), stats, threads: Mutex::new(threads) };
+        let media = Media { shards: senders, addrs, placement: Mutex::default(), stats, threads: Mutex::new(threads) };
         Ok((media, ev_rx))
     }
 

@@ -133,8 +133,12 @@ impl SlotRewriter {
             // First source ever: start low so the extended sequence number needs no rollover signalling.
             None => (1, p.ts),
         };
-        self.mapping =
-            Some(Mapping { source: p.source, in_seq_base: p.seq, out_seq_base: out_seq, ts_delta: out_ts.wrapping_sub(p.ts) });
+        self.mapping = Some(Mapping {
+            source: p.source,
+            in_seq_base: p.seq,
+            out_seq_base: out_seq,
+            ts_delta: out_ts.wrapping_sub(p.ts),
+        });
         self.pending_source = None;
     }
 }

@@ -25,8 +25,8 @@ use tracing::{debug, info, trace, warn};
 
 use crate::rewrite::{InPacket, Mapped, SlotRewriter};
 use crate::{
-    Command, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg, SlotInfo, StatsMap, TrackId,
-    KEYFRAME_REQUEST_INTERVAL,
+    Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
+    SlotInfo, StatsMap, TrackId,
 };
 
 /// A publisher's RTP packet, parsed once and shared by every shard that forwards it.
@@ -145,7 +145,8 @@ impl Shard {
             info!(shard = self.idx, %local, advertised = %self.advertised, "media shard started");
             let mut buf = vec![0u8; 2048];
             loop {
-                let deadline = self.timers.peek().map(|r| r.0.0).unwrap_or_else(|| crate::now() + Duration::from_secs(1));
+                let deadline =
+                    self.timers.peek().map(|r| r.0.0).unwrap_or_else(|| crate::now() + Duration::from_secs(1));
                 tokio::select! {
                     biased;
                     msg = rx.recv() => {
@@ -354,9 +355,12 @@ impl Shard {
         let mut publishes: Vec<Kind> = peer.publishes.values().copied().collect();
         publishes.sort_by_key(|k| *k == Kind::Video);
         publishes.dedup();
-        let mut slots: Vec<SlotInfo> =
-            peer.slots.iter().map(|(mid, s)| SlotInfo { mid: mid.to_string(), kind: s.kind, duplex: peer.publishes.contains_key(mid) }).collect();
-        slots.sort_by(|a, b| mid_order(&a.mid).cmp(&mid_order(&b.mid)));
+        let mut slots: Vec<SlotInfo> = peer
+            .slots
+            .iter()
+            .map(|(mid, s)| SlotInfo { mid: mid.to_string(), kind: s.kind, duplex: peer.publishes.contains_key(mid) })
+            .collect();
+        slots.sort_by_key(|s| mid_order(&s.mid));
         debug!(peer = pid.0, shard = self.idx, ?publishes, slots = slots.len(), "offer accepted");
         Ok(Negotiated { answer: answer.to_sdp_string(), publishes, slots })
     }
@@ -438,9 +442,8 @@ impl Shard {
             };
             let mut api = peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(*mid, None) else { continue };
-            let mut ext = ExtensionValues::default();
-            ext.audio_level = f.audio_level;
-            ext.voice_activity = f.voice_activity;
+            let ext =
+                ExtensionValues { audio_level: f.audio_level, voice_activity: f.voice_activity, ..Default::default() };
             tx.write_rtp(
                 RtpWrite::new(pt, seq.into(), ts, f.received, f.payload.clone())
                     .marker(f.marker)
@@ -556,25 +559,16 @@ fn drain(
     }
 }
 
-fn handle_event(
-    pid: PeerId,
-    peer: &mut Peer,
-    e: Event,
-    deferred: &mut Vec<Deferred>,
-    stats: &StatsMap,
-    shard: usize,
-) {
+fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Deferred>, stats: &StatsMap, shard: usize) {
     match e {
         Event::Connected => {
             peer.connected = true;
             peer.stats.connected = true;
             deferred.push(Deferred::Connected(pid));
         }
-        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-            if !peer.dead {
-                peer.dead = true;
-                deferred.push(Deferred::Dead(pid));
-            }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) if !peer.dead => {
+            peer.dead = true;
+            deferred.push(Deferred::Dead(pid));
         }
         Event::MediaAdded(m) => update_media(peer, m.mid, m.kind, m.direction),
         Event::MediaChanged(m) => {
@@ -595,8 +589,7 @@ fn handle_event(
                 }
             };
             let Some(kind) = peer.publishes.get(&mid).copied() else { return };
-            let Some(codec) =
-                peer.rtc.codec_config().find(|c| c.pt() == p.header.payload_type).map(|c| c.spec().codec)
+            let Some(codec) = peer.rtc.codec_config().find(|c| c.pt() == p.header.payload_type).map(|c| c.spec().codec)
             else {
                 return;
             };

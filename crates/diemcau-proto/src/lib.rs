@@ -328,8 +328,15 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors() {
-        for bad in ["", "{", "[]", r#"{"type":"nope"}"#, r#"{"type":"offer"}"#, r#"{"type":"mute","muted":"yes"}"#,
-            r#"{"type":"ping","extra":1}"#] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"offer"}"#,
+            r#"{"type":"mute","muted":"yes"}"#,
+            r#"{"type":"ping","extra":1}"#,
+        ] {
             assert!(ClientMsg::parse(bad).is_err(), "{bad} should not parse");
         }
     }

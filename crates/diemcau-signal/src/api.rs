@@ -72,7 +72,8 @@ pub(crate) async fn stats(
         let Some(tok) = via_token else {
             return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
         };
-        let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+        let claims =
+            token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
         if claims.meeting_id != id {
             return Err(AppError::Forbidden("the token is for another meeting".into()));
         }

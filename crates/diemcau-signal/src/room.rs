@@ -11,9 +11,7 @@
 use std::collections::HashMap;
 
 use diemcau_media::{Kind, Media, PeerId, SlotInfo, TrackId};
-use diemcau_proto::{
-    ClientStats, MediaKind, PeerState, Role, RosterEntry, ServerMsg, SiteKind, SlotAssignment,
-};
+use diemcau_proto::{ClientStats, MediaKind, PeerState, Role, RosterEntry, ServerMsg, SiteKind, SlotAssignment};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// What a connection's writer task receives.
@@ -186,9 +184,9 @@ impl Room {
                             .iter()
                             .map(|(_, p)| *p)
                             .filter(|p| {
-                                self.members.get(p).is_some_and(|s| {
-                                    s.publishes.contains(&kind) && (kind == Kind::Video || !s.muted)
-                                })
+                                self.members
+                                    .get(p)
+                                    .is_some_and(|s| s.publishes.contains(&kind) && (kind == Kind::Video || !s.muted))
                             })
                             .collect();
                         // The chair's own sendrecv transceivers carry its camera and microphone, not tiles.
@@ -351,7 +349,11 @@ mod tests {
             let (tx, rx) = mpsc::unbounded_channel();
             let p = PeerId(10 + i as u64);
             room.join(p, *sid, Role::Site, tx, false);
-            room.negotiated(p, vec![Kind::Audio, Kind::Video], slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]));
+            room.negotiated(
+                p,
+                vec![Kind::Audio, Kind::Video],
+                slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]),
+            );
             room.members.get_mut(&p).expect("member").connected = true;
             site_rx.push(rx);
         }

@@ -27,11 +27,9 @@ fn content_type(name: &str) -> &'static str {
 
 fn file(name: &str) -> Response {
     match FILES.iter().find(|(n, _)| *n == name) {
-        Some((n, bytes)) => (
-            [(header::CONTENT_TYPE, content_type(n)), (header::CACHE_CONTROL, "no-cache")],
-            *bytes,
-        )
-            .into_response(),
+        Some((n, bytes)) => {
+            ([(header::CONTENT_TYPE, content_type(n)), (header::CACHE_CONTROL, "no-cache")], *bytes).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }

@@ -60,7 +60,12 @@ fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Room), S
         Role::Site => meeting.invited.contains(&claims.site_id),
     };
     if !allowed {
-        return Err(format!("site {} is not invited to meeting {} as {}", claims.site_id, meeting.id, claims.role.as_str()));
+        return Err(format!(
+            "site {} is not invited to meeting {} as {}",
+            claims.site_id,
+            meeting.id,
+            claims.role.as_str()
+        ));
     }
     let mut ids = vec![meeting.chair_site_id];
     ids.extend(meeting.invited.iter().copied());

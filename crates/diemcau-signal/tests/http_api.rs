@@ -41,26 +41,12 @@ fn fixture_with(admin_token: Option<&str>) -> Result<Fixture, Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(Store::open(&dir.path().join("db.sqlite3"))?);
     let demo = store.seed_demo()?;
-    let (media, events) = Media::start(&MediaConfig {
-        shards: 1,
-        ..Default::default()
-    })?;
+    let (media, events) = Media::start(&MediaConfig { shards: 1, ..Default::default() })?;
     let (shutdown, rx) = watch::channel(false);
-    let cfg = SignalConfig {
-        admin_token: admin_token.map(str::to_owned),
-        ..Default::default()
-    };
+    let cfg = SignalConfig { admin_token: admin_token.map(str::to_owned), ..Default::default() };
     let state = AppState::new(store.clone(), Arc::new(media), cfg, rx)?;
     let app = diemcau_signal::app(state.clone());
-    Ok(Fixture {
-        app,
-        state,
-        store,
-        demo,
-        _dir: dir,
-        _events: events,
-        _shutdown: shutdown,
-    })
+    Ok(Fixture { app, state, store, demo, _dir: dir, _events: events, _shutdown: shutdown })
 }
 
 fn fixture() -> Result<Fixture, Box<dyn Error>> {
@@ -76,31 +62,19 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Result<Value, Box<dyn Error>> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            format!(
-                "{} is not JSON ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-            .into()
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("{} is not JSON ({e}): {:?}", self.status, String::from_utf8_lossy(&self.body)).into())
     }
 
     /// The `error` field of a JSON error answer.
     fn error(&self) -> Result<String, Box<dyn Error>> {
         let v = self.json()?;
-        let msg = v
-            .get("error")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("no `error` in {v}"))?;
+        let msg = v.get("error").and_then(Value::as_str).ok_or_else(|| format!("no `error` in {v}"))?;
         Ok(msg.to_owned())
     }
 
     fn content_type(&self) -> &str {
-        self.headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     fn text(&self) -> String {
@@ -114,11 +88,7 @@ impl Fixture {
         let status = res.status();
         let headers = res.headers().clone();
         let body = axum::body::to_bytes(res.into_body(), BODY_LIMIT).await?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        Ok(Reply { status, headers, body })
     }
 
     async fn get(&self, uri: &str, bearer: Option<&str>) -> Result<Reply, Box<dyn Error>> {
@@ -129,21 +99,12 @@ impl Fixture {
         self.send(b.body(Body::empty())?).await
     }
 
-    async fn post_json(
-        &self,
-        uri: &str,
-        bearer: Option<&str>,
-        body: &Value,
-    ) -> Result<Reply, Box<dyn Error>> {
-        let mut b = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json");
+    async fn post_json(&self, uri: &str, bearer: Option<&str>, body: &Value) -> Result<Reply, Box<dyn Error>> {
+        let mut b = Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = bearer {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        self.send(b.body(Body::from(serde_json::to_vec(body)?))?)
-            .await
+        self.send(b.body(Body::from(serde_json::to_vec(body)?))?).await
     }
 
     async fn post_csv(&self, csv: &str) -> Result<Reply, Box<dyn Error>> {
@@ -184,15 +145,8 @@ async fn pages_are_served_as_html() -> TestResult {
     for page in ["/", "/chair", "/site", "/tech"] {
         let r = f.get(page, None).await?;
         assert_eq!(r.status, StatusCode::OK, "{page}");
-        assert!(
-            r.content_type().starts_with("text/html"),
-            "{page}: {}",
-            r.content_type()
-        );
-        assert!(
-            r.text().to_lowercase().contains("<html"),
-            "{page} is not an HTML page"
-        );
+        assert!(r.content_type().starts_with("text/html"), "{page}: {}", r.content_type());
+        assert!(r.text().to_lowercase().contains("<html"), "{page} is not an HTML page");
     }
     Ok(())
 }
@@ -202,21 +156,13 @@ async fn static_files_are_served_and_missing_ones_are_404() -> TestResult {
     let f = fixture()?;
     let r = f.get("/static/app.js", None).await?;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(
-        r.content_type().contains("javascript"),
-        "{}",
-        r.content_type()
-    );
+    assert!(r.content_type().contains("javascript"), "{}", r.content_type());
     assert!(!r.body.is_empty());
 
     let r = f.get("/static/nope", None).await?;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = f.get("/static/..%2FCargo.toml", None).await?;
-    assert_eq!(
-        r.status,
-        StatusCode::NOT_FOUND,
-        "only embedded files are served"
-    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "only embedded files are served");
     Ok(())
 }
 
@@ -285,25 +231,16 @@ async fn list_sites_contains_the_demo() -> TestResult {
     let f = fixture()?;
     let r = f.get("/api/sites", Some(ADMIN)).await?;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(
-        r.content_type().starts_with("application/json"),
-        "{}",
-        r.content_type()
-    );
+    assert!(r.content_type().starts_with("application/json"), "{}", r.content_type());
     let v = r.json()?;
     let sites = v.as_array().ok_or("not a list")?;
     assert_eq!(sites.len(), 1 + 3 + 3 + 12, "the demo province");
-    let chair = sites
-        .iter()
-        .find(|s| s["id"] == json!(f.demo.chair_site_id))
-        .ok_or("the chair site is missing")?;
+    let chair = sites.iter().find(|s| s["id"] == json!(f.demo.chair_site_id)).ok_or("the chair site is missing")?;
     assert_eq!(chair["name"], "UBND tỉnh Thái Nguyên");
     assert_eq!(chair["kind"], "province");
     assert_eq!(chair["parent_id"], Value::Null);
-    let commune = sites
-        .iter()
-        .find(|s| s["id"] == json!(f.demo.first_commune_id))
-        .ok_or("the first commune is missing")?;
+    let commune =
+        sites.iter().find(|s| s["id"] == json!(f.demo.first_commune_id)).ok_or("the first commune is missing")?;
     assert_eq!(commune["name"], "Xã La Bằng");
     assert_eq!(commune["kind"], "commune");
     assert_eq!(commune["link_hint"], "fibre");
@@ -343,23 +280,14 @@ async fn add_site_returns_its_id() -> TestResult {
     assert_eq!(site.link_hint.as_deref(), Some("vsat"), "lower-cased");
 
     // Optional fields may be left out.
-    let r = f
-        .post_json(
-            "/api/sites",
-            Some(ADMIN),
-            &json!({ "code": "x-2", "name": "Xã Hai", "kind": "commune" }),
-        )
-        .await?;
+    let r =
+        f.post_json("/api/sites", Some(ADMIN), &json!({ "code": "x-2", "name": "Xã Hai", "kind": "commune" })).await?;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(r.json()?["id"].as_i64().is_some_and(|i| i != id));
 
     // The store's validation reaches the client as a 400 naming the field.
     let r = f
-        .post_json(
-            "/api/sites",
-            Some(ADMIN),
-            &json!({ "code": "x-quanchu", "name": "Lại", "kind": "commune" }),
-        )
+        .post_json("/api/sites", Some(ADMIN), &json!({ "code": "x-quanchu", "name": "Lại", "kind": "commune" }))
         .await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_mentions(&r.error()?, &["code", "x-quanchu", "already used"]);
@@ -381,20 +309,10 @@ async fn add_site_refuses_unknown_fields() -> TestResult {
     let body = json!({ "code": "x-4", "name": "Xã Bốn", "kind": "commune", "population": 5000 });
     let r = f.post_json("/api/sites", Some(ADMIN), &body).await?;
     assert!(r.status.is_client_error(), "{}", r.status);
-    assert!(
-        r.text().contains("population"),
-        "the rejection names the field: {}",
-        r.text()
-    );
+    assert!(r.text().contains("population"), "the rejection names the field: {}", r.text());
     assert!(f.site_by_code("x-4")?.is_none());
     // A missing field is a client error too.
-    let r = f
-        .post_json(
-            "/api/sites",
-            Some(ADMIN),
-            &json!({ "code": "x-5", "name": "Xã Năm" }),
-        )
-        .await?;
+    let r = f.post_json("/api/sites", Some(ADMIN), &json!({ "code": "x-5", "name": "Xã Năm" })).await?;
     assert!(r.status.is_client_error(), "{}", r.status);
     Ok(())
 }
@@ -418,12 +336,7 @@ async fn import_csv_with_vietnamese_names() -> TestResult {
     assert_eq!(kha_son.link_hint.as_deref(), Some("4g"));
     let district = f.site_by_code("h-phubinh")?.ok_or("not imported")?;
     assert_eq!(kha_son.parent_id, Some(district.id));
-    assert_eq!(
-        f.site_by_code("x-ban-dat")?
-            .ok_or("not imported")?
-            .link_hint,
-        None
-    );
+    assert_eq!(f.site_by_code("x-ban-dat")?.ok_or("not imported")?.link_hint, None);
     let labang = f.store.site(f.demo.first_commune_id)?.ok_or("gone")?;
     assert_eq!(labang.name, "Xã La Bằng (đổi tên)");
     assert_eq!(labang.link_hint.as_deref(), Some("vsat"));
@@ -447,9 +360,7 @@ async fn import_csv_bad_line_is_named_and_nothing_is_written() -> TestResult {
     assert_eq!(f.store.sites()?.len(), before, "all or nothing");
     assert!(f.site_by_code("x-tan-kim")?.is_none());
 
-    let r = f
-        .post_csv("code,name,kind\nx-1,Xã Một,commune\nx-2,Xã Hai,commune,extra\n")
-        .await?;
+    let r = f.post_csv("code,name,kind\nx-1,Xã Một,commune\nx-2,Xã Hai,commune,extra\n").await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_mentions(&r.error()?, &["line 3"]);
 
@@ -461,9 +372,7 @@ async fn import_csv_bad_line_is_named_and_nothing_is_written() -> TestResult {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_mentions(&r.error()?, &["line 1", "empty"]);
 
-    let r = f
-        .post_csv("code,name,kind\nx-1,Xã \u{1}Một,commune\n")
-        .await?;
+    let r = f.post_csv("code,name,kind\nx-1,Xã \u{1}Một,commune\n").await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_mentions(&r.error()?, &["line 2"]);
     assert_eq!(f.store.sites()?.len(), before);
@@ -475,11 +384,7 @@ async fn import_csv_bad_line_is_named_and_nothing_is_written() -> TestResult {
 #[tokio::test]
 async fn create_meeting_returns_its_id_and_lists_it() -> TestResult {
     let f = fixture()?;
-    let invited = [
-        f.demo.first_commune_id,
-        f.demo.chair_site_id,
-        f.demo.first_commune_id,
-    ];
+    let invited = [f.demo.first_commune_id, f.demo.chair_site_id, f.demo.first_commune_id];
     let body = json!({ "title": "Họp giao ban tuần", "chair_site_id": f.demo.chair_site_id, "invited": invited });
     let r = f.post_json("/api/meetings", Some(ADMIN), &body).await?;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -497,11 +402,7 @@ async fn create_meeting_returns_its_id_and_lists_it() -> TestResult {
         .ok_or("the new meeting is not listed")?;
     assert_eq!(m["title"], "Họp giao ban tuần");
     assert_eq!(m["chair_site_id"], json!(f.demo.chair_site_id));
-    assert_eq!(
-        m["invited"],
-        json!([f.demo.first_commune_id]),
-        "chair and duplicates dropped"
-    );
+    assert_eq!(m["invited"], json!([f.demo.first_commune_id]), "chair and duplicates dropped");
     Ok(())
 }
 
@@ -510,16 +411,13 @@ async fn create_meeting_refuses_bad_input() -> TestResult {
     let f = fixture()?;
     let before = f.store.meetings()?.len();
     let r = f
-        .post_json(
-            "/api/meetings",
-            Some(ADMIN),
-            &json!({ "title": "Họp", "chair_site_id": 999_999, "invited": [] }),
-        )
+        .post_json("/api/meetings", Some(ADMIN), &json!({ "title": "Họp", "chair_site_id": 999_999, "invited": [] }))
         .await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_mentions(&r.error()?, &["chair_site_id", "999999"]);
 
-    let body = json!({ "title": "Họp", "chair_site_id": f.demo.chair_site_id, "invited": [f.demo.first_commune_id, 888_888] });
+    let body =
+        json!({ "title": "Họp", "chair_site_id": f.demo.chair_site_id, "invited": [f.demo.first_commune_id, 888_888] });
     let r = f.post_json("/api/meetings", Some(ADMIN), &body).await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_mentions(&r.error()?, &["invited", "888888"]);
@@ -535,17 +433,9 @@ async fn create_meeting_refuses_bad_input() -> TestResult {
     assert_mentions(&r.error()?, &["title"]);
 
     let r = f
-        .post_json(
-            "/api/meetings",
-            Some(ADMIN),
-            &json!({ "title": "Họp", "chair_site_id": f.demo.chair_site_id }),
-        )
+        .post_json("/api/meetings", Some(ADMIN), &json!({ "title": "Họp", "chair_site_id": f.demo.chair_site_id }))
         .await?;
-    assert!(
-        r.status.is_client_error(),
-        "missing `invited`: {}",
-        r.status
-    );
+    assert!(r.status.is_client_error(), "missing `invited`: {}", r.status);
 
     let r = f
         .post_json(
@@ -576,22 +466,13 @@ async fn create_token_for_an_invited_site_verifies() -> TestResult {
     let claims = token::verify(&secret, tok, now)?;
     assert_eq!(
         claims,
-        Claims {
-            meeting_id: f.demo.meeting_id,
-            site_id: f.demo.first_commune_id,
-            role: Role::Site,
-            exp
-        }
+        Claims { meeting_id: f.demo.meeting_id, site_id: f.demo.first_commune_id, role: Role::Site, exp }
     );
     // The default lifetime is the configured one (a day).
     assert!((exp - now - 24 * 3600).abs() <= 5, "exp {exp} now {now}");
 
     // The chair's site as chair and as technician ("tech" is accepted), with an explicit lifetime.
-    for (role, want) in [
-        ("chair", Role::Chair),
-        ("technician", Role::Technician),
-        ("tech", Role::Technician),
-    ] {
+    for (role, want) in [("chair", Role::Chair), ("technician", Role::Technician), ("tech", Role::Technician)] {
         let body = json!({
             "meeting_id": f.demo.meeting_id, "site_id": f.demo.chair_site_id, "role": role, "ttl_secs": 600
         });
@@ -620,17 +501,10 @@ async fn create_token_refuses_what_cannot_join() -> TestResult {
     let m = f.demo.meeting_id;
 
     let r = f
-        .post_json(
-            "/api/tokens",
-            Some(ADMIN),
-            &json!({ "meeting_id": m, "site_id": outsider, "role": "site" }),
-        )
+        .post_json("/api/tokens", Some(ADMIN), &json!({ "meeting_id": m, "site_id": outsider, "role": "site" }))
         .await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_mentions(
-        &r.error()?,
-        &[&format!("site {outsider}"), &format!("meeting {m}")],
-    );
+    assert_mentions(&r.error()?, &[&format!("site {outsider}"), &format!("meeting {m}")]);
 
     // An invited site is not the chair.
     let body = json!({ "meeting_id": m, "site_id": f.demo.first_commune_id, "role": "chair" });
@@ -695,9 +569,7 @@ async fn stats_refuse_missing_and_bad_tokens() -> TestResult {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_mentions(&r.error()?, &["signature"]);
 
-    let expired = f
-        .state
-        .mint_token(f.demo.meeting_id, f.demo.chair_site_id, Role::Chair, -1);
+    let expired = f.state.mint_token(f.demo.meeting_id, f.demo.chair_site_id, Role::Chair, -1);
     let r = f.get(&format!("{uri}?token={expired}"), None).await?;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_mentions(&r.error()?, &["expired"]);
@@ -709,27 +581,21 @@ async fn stats_are_not_for_sites_or_other_meetings() -> TestResult {
     let f = fixture()?;
     let uri = stats_uri(f.demo.meeting_id);
 
-    let site = f
-        .state
-        .mint_token(f.demo.meeting_id, f.demo.first_commune_id, Role::Site, 60);
+    let site = f.state.mint_token(f.demo.meeting_id, f.demo.first_commune_id, Role::Site, 60);
     let r = f.get(&format!("{uri}?token={site}"), None).await?;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_mentions(&r.error()?, &["chair", "technician"]);
     let r = f.get(&uri, Some(&site)).await?;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    let other =
-        f.store
-            .create_meeting("Họp khác", f.demo.chair_site_id, &[f.demo.first_commune_id])?;
+    let other = f.store.create_meeting("Họp khác", f.demo.chair_site_id, &[f.demo.first_commune_id])?;
     for role in [Role::Chair, Role::Technician] {
         let tok = f.state.mint_token(other, f.demo.chair_site_id, role, 60);
         let r = f.get(&format!("{uri}?token={tok}"), None).await?;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{role:?}");
         assert_mentions(&r.error()?, &["another meeting"]);
         // The same token is good for its own meeting.
-        let r = f
-            .get(&format!("{}?token={tok}", stats_uri(other)), None)
-            .await?;
+        let r = f.get(&format!("{}?token={tok}", stats_uri(other)), None).await?;
         assert_eq!(r.status, StatusCode::OK, "{role:?}: {}", r.text());
         assert_eq!(r.json()?["meeting_id"], json!(other));
     }
@@ -742,19 +608,11 @@ async fn stats_for_chair_technician_and_admin() -> TestResult {
     let m = f.demo.meeting_id;
     let uri = stats_uri(m);
     let chair = f.state.mint_token(m, f.demo.chair_site_id, Role::Chair, 60);
-    let tech = f
-        .state
-        .mint_token(m, f.demo.technician_site_id, Role::Technician, 60);
+    let tech = f.state.mint_token(m, f.demo.technician_site_id, Role::Technician, 60);
 
     let replies = [
-        (
-            "chair via ?token=",
-            f.get(&format!("{uri}?token={chair}"), None).await?,
-        ),
-        (
-            "technician via ?token=",
-            f.get(&format!("{uri}?token={tech}"), None).await?,
-        ),
+        ("chair via ?token=", f.get(&format!("{uri}?token={chair}"), None).await?),
+        ("technician via ?token=", f.get(&format!("{uri}?token={tech}"), None).await?),
         ("technician via bearer", f.get(&uri, Some(&tech)).await?),
         ("admin bearer", f.get(&uri, Some(ADMIN)).await?),
     ];
@@ -770,19 +628,14 @@ async fn stats_for_chair_technician_and_admin() -> TestResult {
     assert_eq!(f.state.member_count(), 0);
 
     // The bearer header is tried as the admin token first: with it, a site token in the query does not matter.
-    let site = f
-        .state
-        .mint_token(m, f.demo.first_commune_id, Role::Site, 60);
+    let site = f.state.mint_token(m, f.demo.first_commune_id, Role::Site, 60);
     let r = f.get(&format!("{uri}?token={site}"), Some(ADMIN)).await?;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     Ok(())
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use diemcau_proto::SiteKind;
 use rusqlite::Connection;
 
 use crate::{
-    Demo, NewSite, SETTING_DEMO_MEETING, StoreError, create_meeting_in, insert_site_in, meeting_in,
-    set_setting_i64, setting_i64, site_id_by_code, unix_now_secs,
+    Demo, NewSite, SETTING_DEMO_MEETING, StoreError, create_meeting_in, insert_site_in, meeting_in, set_setting_i64,
+    setting_i64, site_id_by_code, unix_now_secs,
 };
 
 /// Title of the demo meeting.
@@ -68,13 +68,7 @@ fn ensure_site(
     }
     insert_site_in(
         conn,
-        &NewSite {
-            code: code.into(),
-            name: name.into(),
-            kind,
-            parent_id,
-            link_hint: Some(hint.into()),
-        },
+        &NewSite { code: code.into(), name: name.into(), kind, parent_id, link_hint: Some(hint.into()) },
     )
 }
 
@@ -93,9 +87,9 @@ pub(crate) fn demo_in(conn: &Connection) -> Result<Option<Demo>, StoreError> {
         )?
         .query_row([meeting_id], |r| r.get(0))
         .map_err(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound(format!(
-                "a commune invited to the demo meeting {meeting_id}"
-            )),
+            rusqlite::Error::QueryReturnedNoRows => {
+                StoreError::NotFound(format!("a commune invited to the demo meeting {meeting_id}"))
+            }
             e => StoreError::Sqlite(e),
         })?;
     Ok(Some(Demo {
@@ -123,14 +117,8 @@ pub(crate) fn seed_in(conn: &Connection) -> Result<Demo, StoreError> {
             invited.push(cid);
         }
     }
-    let first_commune_id =
-        first_commune.ok_or_else(|| StoreError::NotFound("a commune in the demo data".into()))?;
+    let first_commune_id = first_commune.ok_or_else(|| StoreError::NotFound("a commune in the demo data".into()))?;
     let meeting_id = create_meeting_in(conn, DEMO_TITLE, chair, &invited, unix_now_secs())?;
     set_setting_i64(conn, SETTING_DEMO_MEETING, meeting_id)?;
-    Ok(Demo {
-        meeting_id,
-        chair_site_id: chair,
-        first_commune_id,
-        technician_site_id: chair,
-    })
+    Ok(Demo { meeting_id, chair_site_id: chair, first_commune_id, technician_site_id: chair })
 }

@@ -41,32 +41,18 @@ fn header(rec: &csv::StringRecord) -> Result<Columns, StoreError> {
     let mut found: HashMap<String, usize> = HashMap::new();
     for (i, field) in rec.iter().enumerate() {
         let name = field.trim().to_lowercase();
-        if !matches!(
-            name.as_str(),
-            "code" | "name" | "kind" | "parent_code" | "link_hint"
-        ) {
-            return Err(invalid(
-                1,
-                format!(
-                    "unknown column `{}` in the header (expected {EXPECTED})",
-                    field.trim()
-                ),
-            ));
+        if !matches!(name.as_str(), "code" | "name" | "kind" | "parent_code" | "link_hint") {
+            return Err(invalid(1, format!("unknown column `{}` in the header (expected {EXPECTED})", field.trim())));
         }
         if found.insert(name.clone(), i).is_some() {
-            return Err(invalid(
-                1,
-                format!("column `{name}` appears twice in the header"),
-            ));
+            return Err(invalid(1, format!("column `{name}` appears twice in the header")));
         }
     }
     let need = |n: &str| {
-        found.get(n).copied().ok_or_else(|| {
-            invalid(
-                1,
-                format!("missing column `{n}` in the header (expected {EXPECTED})"),
-            )
-        })
+        found
+            .get(n)
+            .copied()
+            .ok_or_else(|| invalid(1, format!("missing column `{n}` in the header (expected {EXPECTED})")))
     };
     Ok(Columns {
         code: need("code")?,
@@ -95,19 +81,12 @@ pub(crate) fn import<R: Read>(conn: &mut Connection, mut r: R) -> Result<ImportR
     r.read_to_end(&mut data)?;
     let data = data.strip_prefix(UTF8_BOM).unwrap_or(&data);
 
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(data);
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(data);
     let mut records = rdr.records();
     let cols = match records.next() {
         Some(rec) => header(&rec.map_err(csv_error)?)?,
         None => {
-            return Err(invalid(
-                1,
-                format!("the file is empty; expected the header {EXPECTED}"),
-            ));
+            return Err(invalid(1, format!("the file is empty; expected the header {EXPECTED}")));
         }
     };
 
@@ -121,60 +100,38 @@ pub(crate) fn import<R: Read>(conn: &mut Connection, mut r: R) -> Result<ImportR
             continue; // a row of empty cells, as spreadsheets leave at the end
         }
         if rec.len() != cols.count {
-            return Err(invalid(
-                line,
-                format!(
-                    "expected {} fields like the header, found {}",
-                    cols.count,
-                    rec.len()
-                ),
-            ));
+            return Err(invalid(line, format!("expected {} fields like the header, found {}", cols.count, rec.len())));
         }
         let field = |i: usize| rec.get(i).unwrap_or("");
         let opt = |i: Option<usize>| i.map(field).filter(|s| !s.is_empty());
 
         let code = clean_code(field(cols.code)).map_err(|m| invalid(line, m))?;
         if let Some(first) = seen.insert(code.to_owned(), line) {
-            return Err(invalid(
-                line,
-                format!("code `{code}` already appears on line {first}"),
-            ));
+            return Err(invalid(line, format!("code `{code}` already appears on line {first}")));
         }
-        let name = clean_name(field(cols.name))
-            .map_err(|m| invalid(line, format!("{m} (code `{code}`)")))?;
+        let name = clean_name(field(cols.name)).map_err(|m| invalid(line, format!("{m} (code `{code}`)")))?;
         let kind_text = field(cols.kind);
         let kind = SiteKind::parse(&kind_text.to_lowercase()).ok_or_else(|| {
-            invalid(
-                line,
-                format!("unknown kind `{kind_text}` (expected province, department, district or commune)"),
-            )
+            invalid(line, format!("unknown kind `{kind_text}` (expected province, department, district or commune)"))
         })?;
         let hint = clean_link_hint(opt(cols.link_hint)).map_err(|m| invalid(line, m))?;
         let existing = site_id_by_code(&tx, code)?;
         let parent_id = match opt(cols.parent_code) {
             None => None,
             Some(p) if p == code => {
-                return Err(invalid(
-                    line,
-                    format!("site `{code}` cannot be its own parent"),
-                ));
+                return Err(invalid(line, format!("site `{code}` cannot be its own parent")));
             }
             Some(p) => {
                 let pid = site_id_by_code(&tx, p)?.ok_or_else(|| {
                     invalid(
                         line,
-                        format!(
-                            "unknown parent_code `{p}` (a parent must be on an earlier line or already exist)"
-                        ),
+                        format!("unknown parent_code `{p}` (a parent must be on an earlier line or already exist)"),
                     )
                 })?;
                 if let Some(id) = existing
                     && would_cycle(&tx, id, pid)?
                 {
-                    return Err(invalid(
-                        line,
-                        format!("parent_code `{p}` would make `{code}` its own ancestor"),
-                    ));
+                    return Err(invalid(line, format!("parent_code `{p}` would make `{code}` its own ancestor")));
                 }
                 Some(pid)
             }

@@ -182,8 +182,7 @@ impl Store {
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Invalid(format!(
                 "{}: could not switch the database to WAL mode (got {mode})",
@@ -202,9 +201,7 @@ impl Store {
     fn init(mut conn: Connection) -> Result<Store, StoreError> {
         conn.pragma_update(None, "foreign_keys", true)?;
         schema::migrate(&mut conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-        })
+        Ok(Store { conn: Mutex::new(conn) })
     }
 
     /// Schema version of the open database (`PRAGMA user_version`).
@@ -247,8 +244,7 @@ impl Store {
     /// Every site, by id (parents were inserted before their children, so this is hierarchy-friendly).
     pub fn sites(&self) -> Result<Vec<Site>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {SITE_COLUMNS} FROM sites ORDER BY id"))?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {SITE_COLUMNS} FROM sites ORDER BY id"))?;
         let rows = stmt.query_map([], site_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -266,12 +262,7 @@ impl Store {
     /// Creates a meeting chaired by `chair_site_id` with `invited` sites, stamped with the system clock.
     ///
     /// See [`Store::create_meeting_at`].
-    pub fn create_meeting(
-        &self,
-        title: &str,
-        chair_site_id: i64,
-        invited: &[i64],
-    ) -> Result<i64, StoreError> {
+    pub fn create_meeting(&self, title: &str, chair_site_id: i64, invited: &[i64]) -> Result<i64, StoreError> {
         self.create_meeting_at(title, chair_site_id, invited, unix_now_secs())
     }
 
@@ -303,8 +294,7 @@ impl Store {
         let conn = self.conn();
         let ids: Vec<i64> = {
             let mut stmt = conn.prepare_cached("SELECT id FROM meetings ORDER BY id")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -364,9 +354,7 @@ impl Store {
             return Err(StoreError::Invalid("event: must not be empty".into()));
         }
         if event.chars().count() > MAX_EVENT_CHARS {
-            return Err(StoreError::Invalid(format!(
-                "event: longer than {MAX_EVENT_CHARS} characters"
-            )));
+            return Err(StoreError::Invalid(format!("event: longer than {MAX_EVENT_CHARS} characters")));
         }
         let conn = self.conn();
         require_meeting(&conn, meeting_id)?;
@@ -389,11 +377,7 @@ impl Store {
             "SELECT site_id, event, at_unix_ms FROM session_events WHERE meeting_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([meeting_id], |r| {
-            Ok(SessionEvent {
-                site_id: r.get(0)?,
-                event: r.get(1)?,
-                at_unix_ms: r.get(2)?,
-            })
+            Ok(SessionEvent { site_id: r.get(0)?, event: r.get(1)?, at_unix_ms: r.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -403,10 +387,7 @@ impl Store {
 
 /// The system clock in unix seconds; only for creation stamps.
 pub(crate) fn unix_now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 const SITE_COLUMNS: &str = "id, code, name, kind, parent_id, link_hint";
@@ -420,32 +401,15 @@ fn site_from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
             format!("unknown site kind {kind:?}").into(),
         )
     })?;
-    Ok(Site {
-        id: r.get(0)?,
-        code: r.get(1)?,
-        name: r.get(2)?,
-        kind,
-        parent_id: r.get(4)?,
-        link_hint: r.get(5)?,
-    })
+    Ok(Site { id: r.get(0)?, code: r.get(1)?, name: r.get(2)?, kind, parent_id: r.get(4)?, link_hint: r.get(5)? })
 }
 
 fn read_secret(conn: &Connection) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT value FROM settings WHERE key = ?1",
-            [SETTING_SECRET],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [SETTING_SECRET], |r| r.get(0)).optional()?)
 }
 
 pub(crate) fn setting_i64(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 pub(crate) fn set_setting_i64(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
@@ -458,8 +422,7 @@ pub(crate) fn set_setting_i64(conn: &Connection, key: &str, value: i64) -> Resul
 }
 
 pub(crate) fn site_in(conn: &Connection, id: i64) -> Result<Option<Site>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"))?;
     Ok(stmt.query_row([id], site_from_row).optional()?)
 }
 
@@ -475,11 +438,7 @@ pub(crate) fn site_id_by_code(conn: &Connection, code: &str) -> Result<Option<i6
 
 fn require_meeting(conn: &Connection, id: i64) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached("SELECT 1 FROM meetings WHERE id = ?1")?;
-    if stmt.exists([id])? {
-        Ok(())
-    } else {
-        Err(StoreError::NotFound(format!("meeting {id}")))
-    }
+    if stmt.exists([id])? { Ok(()) } else { Err(StoreError::NotFound(format!("meeting {id}"))) }
 }
 
 /// Checks and normalises a site code; the error says what is wrong, without a field prefix.
@@ -489,9 +448,7 @@ pub(crate) fn clean_code(code: &str) -> Result<&str, String> {
         return Err("code must not be empty".into());
     }
     if code.chars().count() > MAX_CODE_CHARS {
-        return Err(format!(
-            "code `{code}` is longer than {MAX_CODE_CHARS} characters"
-        ));
+        return Err(format!("code `{code}` is longer than {MAX_CODE_CHARS} characters"));
     }
     if code.chars().any(char::is_control) {
         return Err(format!("code {code:?} contains control characters"));
@@ -520,14 +477,10 @@ pub(crate) fn clean_link_hint(hint: Option<&str>) -> Result<Option<String>, Stri
         return Ok(None);
     };
     if hint.chars().count() > MAX_LINK_HINT_CHARS {
-        return Err(format!(
-            "link_hint is longer than {MAX_LINK_HINT_CHARS} characters"
-        ));
+        return Err(format!("link_hint is longer than {MAX_LINK_HINT_CHARS} characters"));
     }
     if hint.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "link_hint {hint:?} contains spaces or control characters"
-        ));
+        return Err(format!("link_hint {hint:?} contains spaces or control characters"));
     }
     Ok(Some(hint.to_lowercase()))
 }
@@ -539,19 +492,13 @@ pub(crate) fn insert_site_in(conn: &Connection, s: &NewSite) -> Result<i64, Stor
     if let Some(p) = s.parent_id
         && !site_exists(conn, p)?
     {
-        return Err(StoreError::Invalid(format!(
-            "parent_id: no site with id {p}"
-        )));
+        return Err(StoreError::Invalid(format!("parent_id: no site with id {p}")));
     }
     if let Some(other) = site_id_by_code(conn, code)? {
-        return Err(StoreError::Invalid(format!(
-            "code `{code}` is already used by site {other}"
-        )));
+        return Err(StoreError::Invalid(format!("code `{code}` is already used by site {other}")));
     }
-    conn.prepare_cached(
-        "INSERT INTO sites (code, name, kind, parent_id, link_hint) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![code, name, s.kind.as_str(), s.parent_id, hint])?;
+    conn.prepare_cached("INSERT INTO sites (code, name, kind, parent_id, link_hint) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![code, name, s.kind.as_str(), s.parent_id, hint])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -567,14 +514,10 @@ pub(crate) fn create_meeting_in(
         return Err(StoreError::Invalid("title: must not be empty".into()));
     }
     if title.chars().count() > MAX_NAME_CHARS {
-        return Err(StoreError::Invalid(format!(
-            "title: longer than {MAX_NAME_CHARS} characters"
-        )));
+        return Err(StoreError::Invalid(format!("title: longer than {MAX_NAME_CHARS} characters")));
     }
     if !site_exists(conn, chair_site_id)? {
-        return Err(StoreError::Invalid(format!(
-            "chair_site_id: no site with id {chair_site_id}"
-        )));
+        return Err(StoreError::Invalid(format!("chair_site_id: no site with id {chair_site_id}")));
     }
     let mut seen = std::collections::HashSet::with_capacity(invited.len());
     let mut list = Vec::with_capacity(invited.len());
@@ -583,20 +526,15 @@ pub(crate) fn create_meeting_in(
             continue;
         }
         if !site_exists(conn, id)? {
-            return Err(StoreError::Invalid(format!(
-                "invited: no site with id {id}"
-            )));
+            return Err(StoreError::Invalid(format!("invited: no site with id {id}")));
         }
         list.push(id);
     }
-    conn.prepare_cached(
-        "INSERT INTO meetings (title, chair_site_id, created_at_unix) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![title, chair_site_id, created_at_unix])?;
+    conn.prepare_cached("INSERT INTO meetings (title, chair_site_id, created_at_unix) VALUES (?1, ?2, ?3)")?
+        .execute(params![title, chair_site_id, created_at_unix])?;
     let meeting_id = conn.last_insert_rowid();
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO meeting_invites (meeting_id, site_id, position) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO meeting_invites (meeting_id, site_id, position) VALUES (?1, ?2, ?3)")?;
     for (pos, id) in (0_i64..).zip(list) {
         stmt.execute(params![meeting_id, id, pos])?;
     }
@@ -606,30 +544,15 @@ pub(crate) fn create_meeting_in(
 pub(crate) fn meeting_in(conn: &Connection, id: i64) -> Result<Option<Meeting>, StoreError> {
     let head = conn
         .prepare_cached("SELECT title, chair_site_id, created_at_unix FROM meetings WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
+        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
         .optional()?;
     let Some((title, chair_site_id, created_at_unix)) = head else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT site_id FROM meeting_invites WHERE meeting_id = ?1 ORDER BY position",
-    )?;
-    let invited = stmt
-        .query_map([id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(Meeting {
-        id,
-        title,
-        chair_site_id,
-        invited,
-        created_at_unix,
-    }))
+    let mut stmt =
+        conn.prepare_cached("SELECT site_id FROM meeting_invites WHERE meeting_id = ?1 ORDER BY position")?;
+    let invited = stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(Some(Meeting { id, title, chair_site_id, invited, created_at_unix }))
 }
 
 #[cfg(test)]

@@ -81,12 +81,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             tx.commit()?;
             return Ok(());
         }
-        let idx = usize::try_from(current).map_err(|_| {
-            StoreError::Invalid(format!("database schema version {current} is negative"))
-        })?;
-        let sql = MIGRATIONS.get(idx).ok_or_else(|| {
-            StoreError::Invalid(format!("no migration from schema version {current}"))
-        })?;
+        let idx = usize::try_from(current)
+            .map_err(|_| StoreError::Invalid(format!("database schema version {current} is negative")))?;
+        let sql = MIGRATIONS
+            .get(idx)
+            .ok_or_else(|| StoreError::Invalid(format!("no migration from schema version {current}")))?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", current + 1)?;
         tx.commit()?;

@@ -88,15 +88,11 @@ pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> Result<Claims, Token
     if body.is_empty() || sig.contains('.') {
         return Err(TokenError::Malformed);
     }
-    let tag = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|_| TokenError::Malformed)?;
+    let tag = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
     let mut m = mac(secret);
     m.update(body.as_bytes());
     m.verify_slice(&tag).map_err(|_| TokenError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(body)
-        .map_err(|_| TokenError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     if now_unix >= claims.exp {
         return Err(TokenError::Expired);
@@ -111,12 +107,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn claims() -> Claims {
-        Claims {
-            meeting_id: 7,
-            site_id: 42,
-            role: Role::Site,
-            exp: 1_000_000,
-        }
+        Claims { meeting_id: 7, site_id: 42, role: Role::Site, exp: 1_000_000 }
     }
 
     #[test]
@@ -124,8 +115,7 @@ mod tests {
         let t = sign(SECRET, &claims());
         assert!(t.len() < 200, "{t}");
         assert!(
-            t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+            t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
             "not URL-safe: {t}"
         );
         assert_eq!(verify(SECRET, &t, 999_999), Ok(claims()));
@@ -153,15 +143,9 @@ mod tests {
     fn tampered_payload() {
         let t = sign(SECRET, &claims());
         let (_, sig) = t.split_once('.').unwrap_or_default();
-        let forged = Claims {
-            role: Role::Chair,
-            ..claims()
-        };
+        let forged = Claims { role: Role::Chair, ..claims() };
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap_or_default());
-        assert_eq!(
-            verify(SECRET, &format!("{body}.{sig}"), 0),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(SECRET, &format!("{body}.{sig}"), 0), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -169,20 +153,11 @@ mod tests {
         let t = sign(SECRET, &claims());
         let (body, _) = t.split_once('.').unwrap_or_default();
         let zero = URL_SAFE_NO_PAD.encode([0u8; 32]);
-        assert_eq!(
-            verify(SECRET, &format!("{body}.{zero}"), 0),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(SECRET, &format!("{body}.{zero}"), 0), Err(TokenError::BadSignature));
         // A truncated tag is still checked against the whole MAC.
         let short = URL_SAFE_NO_PAD.encode([0u8; 4]);
-        assert_eq!(
-            verify(SECRET, &format!("{body}.{short}"), 0),
-            Err(TokenError::BadSignature)
-        );
-        assert_eq!(
-            verify(SECRET, &format!("{body}."), 0),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(SECRET, &format!("{body}.{short}"), 0), Err(TokenError::BadSignature));
+        assert_eq!(verify(SECRET, &format!("{body}."), 0), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -242,12 +217,7 @@ mod tests {
         ];
         for p in payloads {
             let t = sign_payload(SECRET, p);
-            assert_eq!(
-                verify(SECRET, &t, 0),
-                Err(TokenError::Malformed),
-                "{:?}",
-                String::from_utf8_lossy(p)
-            );
+            assert_eq!(verify(SECRET, &t, 0), Err(TokenError::Malformed), "{:?}", String::from_utf8_lossy(p));
         }
     }
 
@@ -264,9 +234,7 @@ mod tests {
         };
         for _ in 0..5_000 {
             let len = (next() % 200) as usize;
-            let s: String = (0..len)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
-                .collect();
+            let s: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
             assert!(verify(SECRET, &s, 0).is_err());
         }
     }
@@ -274,10 +242,7 @@ mod tests {
     #[test]
     fn display_messages() {
         assert_eq!(TokenError::Malformed.to_string(), "malformed token");
-        assert_eq!(
-            TokenError::BadSignature.to_string(),
-            "token signature is invalid"
-        );
+        assert_eq!(TokenError::BadSignature.to_string(), "token signature is invalid");
         assert_eq!(TokenError::Expired.to_string(), "token has expired");
     }
 }

@@ -7,13 +7,7 @@ use diemcau_store::{ImportReport, NewSite, SessionEvent, Store, StoreError};
 type R = Result<(), Box<dyn std::error::Error>>;
 
 fn site(code: &str, kind: SiteKind, parent_id: Option<i64>) -> NewSite {
-    NewSite {
-        code: code.into(),
-        name: format!("Tên {code}"),
-        kind,
-        parent_id,
-        link_hint: None,
-    }
+    NewSite { code: code.into(), name: format!("Tên {code}"), kind, parent_id, link_hint: None }
 }
 
 fn invalid_msg<T: std::fmt::Debug>(r: Result<T, StoreError>) -> String {
@@ -41,10 +35,8 @@ fn open_creates_dir_and_reopen_persists_data_and_secret() -> R {
         let secret = store.secret()?;
         assert_eq!(secret.len(), 32);
         assert_eq!(store.secret()?, secret, "secret is stable within one open");
-        let id = store.insert_site(&NewSite {
-            link_hint: Some(" VSAT ".into()),
-            ..site("01", SiteKind::Province, None)
-        })?;
+        let id =
+            store.insert_site(&NewSite { link_hint: Some(" VSAT ".into()), ..site("01", SiteKind::Province, None) })?;
         let c = store.insert_site(&site("02", SiteKind::Commune, Some(id)))?;
         let meeting = store.create_meeting_at("Họp thử", id, &[c], 1_700_000_000)?;
         store.record_session(meeting, c, "join", 1_700_000_000_123)?;
@@ -84,11 +76,7 @@ fn migrations_are_idempotent() -> R {
     for _ in 0..3 {
         let store = Store::open(&path)?;
         assert_eq!(store.schema_version()?, 1);
-        store.insert_site(&site(
-            &format!("s{}", store.sites()?.len()),
-            SiteKind::Commune,
-            None,
-        ))?;
+        store.insert_site(&site(&format!("s{}", store.sites()?.len()), SiteKind::Commune, None))?;
     }
     let store = Store::open(&path)?;
     assert_eq!(store.sites()?.len(), 3);
@@ -114,10 +102,7 @@ fn insert_site_validation() -> R {
     assert!(m.contains("already used"), "{m}");
     let m = invalid_msg(store.insert_site(&site("  ", SiteKind::District, None)));
     assert!(m.contains("code"), "{m}");
-    let m = invalid_msg(store.insert_site(&NewSite {
-        name: " ".into(),
-        ..site("X", SiteKind::District, None)
-    }));
+    let m = invalid_msg(store.insert_site(&NewSite { name: " ".into(), ..site("X", SiteKind::District, None) }));
     assert!(m.contains("name"), "{m}");
     let m = invalid_msg(store.insert_site(&site("X", SiteKind::District, Some(p + 100))));
     assert!(m.contains("parent_id"), "{m}");
@@ -131,13 +116,7 @@ fn csv_import_happy_path_with_bom_and_vietnamese_names() -> R {
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("d.db"))?;
     let report = store.import_sites_csv(GOOD_CSV.as_bytes())?;
-    assert_eq!(
-        report,
-        ImportReport {
-            inserted: 5,
-            updated: 0
-        }
-    );
+    assert_eq!(report, ImportReport { inserted: 5, updated: 0 });
     let sites = store.sites()?;
     assert_eq!(sites.len(), 5);
     let by_code = |c: &str| sites.iter().find(|s| s.code == c).cloned();
@@ -170,13 +149,7 @@ fn csv_import_upserts_by_code() -> R {
 ,5700,Xã Phú Xuyên,commune,173
 ";
     let report = store.import_sites_csv(csv.as_bytes())?;
-    assert_eq!(
-        report,
-        ImportReport {
-            inserted: 1,
-            updated: 1
-        }
-    );
+    assert_eq!(report, ImportReport { inserted: 1, updated: 1 });
     let after = store.sites()?;
     assert_eq!(after.len(), 6);
     let old = before.iter().find(|s| s.code == "5689").ok_or("old")?;
@@ -184,18 +157,9 @@ fn csv_import_upserts_by_code() -> R {
     assert_eq!(new.id, old.id, "upsert keeps the id");
     assert_eq!(new.name, "Xã La Bằng");
     assert_eq!(new.link_hint.as_deref(), Some("4g"));
-    assert_eq!(
-        Some(new.parent_id),
-        Some(before.iter().find(|s| s.code == "19").map(|s| s.id))
-    );
+    assert_eq!(Some(new.parent_id), Some(before.iter().find(|s| s.code == "19").map(|s| s.id)));
     // Re-importing the same file changes nothing but counts every row as updated.
-    assert_eq!(
-        store.import_sites_csv(GOOD_CSV.as_bytes())?,
-        ImportReport {
-            inserted: 0,
-            updated: 5
-        }
-    );
+    assert_eq!(store.import_sites_csv(GOOD_CSV.as_bytes())?, ImportReport { inserted: 0, updated: 5 });
     assert_eq!(store.sites()?.len(), 6);
     Ok(())
 }
@@ -203,16 +167,9 @@ fn csv_import_upserts_by_code() -> R {
 #[test]
 fn csv_import_minimal_columns_and_blank_lines() -> R {
     let store = Store::open_in_memory()?;
-    let report = store.import_sites_csv(
-        "code,name,kind\r\nA,Tỉnh A,province\r\n\r\n,,\r\nB,Xã B,commune\r\n".as_bytes(),
-    )?;
-    assert_eq!(
-        report,
-        ImportReport {
-            inserted: 2,
-            updated: 0
-        }
-    );
+    let report =
+        store.import_sites_csv("code,name,kind\r\nA,Tỉnh A,province\r\n\r\n,,\r\nB,Xã B,commune\r\n".as_bytes())?;
+    assert_eq!(report, ImportReport { inserted: 2, updated: 0 });
     Ok(())
 }
 
@@ -229,17 +186,9 @@ fn csv_bad_rows_name_the_line_and_insert_nothing() -> R {
         ("X,Xã X,commune,P\n", 3, "expected 5 fields"),
         ("X,Xã X,commune,P,,extra\n", 3, "expected 5 fields"),
         ("X,Xã X,commune,X,\n", 3, "own parent"),
-        (
-            "X,Xã X,commune,P,\nX,Xã X lần hai,commune,P,\n",
-            4,
-            "already appears on line 3",
-        ),
+        ("X,Xã X,commune,P,\nX,Xã X lần hai,commune,P,\n", 4, "already appears on line 3"),
         // A child before its parent.
-        (
-            "Y,Xã Y,commune,D,\nD,Huyện D,district,P,\n",
-            3,
-            "unknown parent_code `D`",
-        ),
+        ("Y,Xã Y,commune,D,\nD,Huyện D,district,P,\n", 3, "unknown parent_code `D`"),
         ("X,Xã X,commune,P,4 g\n", 3, "link_hint"),
         // A line break inside a quoted cell (Alt+Enter in a spreadsheet) is refused; the record starts on line 3.
         ("X,\"Xã\nX\",commune,P,\n", 3, "control characters"),
@@ -250,10 +199,7 @@ fn csv_bad_rows_name_the_line_and_insert_nothing() -> R {
         let m = invalid_msg(store.import_sites_csv(csv.as_bytes()));
         assert!(m.starts_with(&format!("line {line}: ")), "{rows:?}: {m}");
         assert!(m.contains(needle), "{rows:?}: {m}");
-        assert!(
-            store.sites()?.is_empty(),
-            "{rows:?}: something was inserted"
-        );
+        assert!(store.sites()?.is_empty(), "{rows:?}: something was inserted");
     }
     Ok(())
 }
@@ -264,16 +210,9 @@ fn csv_bad_header_and_encoding() -> R {
     let m = invalid_msg(store.import_sites_csv("".as_bytes()));
     assert!(m.starts_with("line 1: ") && m.contains("empty"), "{m}");
     let m = invalid_msg(store.import_sites_csv("code,name,parent_code\nA,B,\n".as_bytes()));
-    assert!(
-        m.starts_with("line 1: ") && m.contains("missing column `kind`"),
-        "{m}"
-    );
-    let m =
-        invalid_msg(store.import_sites_csv("code,name,kind,parent\nA,B,province,\n".as_bytes()));
-    assert!(
-        m.starts_with("line 1: ") && m.contains("unknown column `parent`"),
-        "{m}"
-    );
+    assert!(m.starts_with("line 1: ") && m.contains("missing column `kind`"), "{m}");
+    let m = invalid_msg(store.import_sites_csv("code,name,kind,parent\nA,B,province,\n".as_bytes()));
+    assert!(m.starts_with("line 1: ") && m.contains("unknown column `parent`"), "{m}");
     let m = invalid_msg(store.import_sites_csv("code,name,kind,code\nA,B,province,A\n".as_bytes()));
     assert!(m.contains("twice"), "{m}");
     // Windows-1258 / Latin-1 bytes are not UTF-8.
@@ -288,18 +227,11 @@ fn csv_bad_header_and_encoding() -> R {
 fn csv_import_refuses_a_cycle_through_existing_sites() -> R {
     let store = Store::open_in_memory()?;
     store.import_sites_csv(
-        "code,name,kind,parent_code\nA,Tỉnh A,province,\nB,Huyện B,district,A\nC,Xã C,commune,B\n"
-            .as_bytes(),
+        "code,name,kind,parent_code\nA,Tỉnh A,province,\nB,Huyện B,district,A\nC,Xã C,commune,B\n".as_bytes(),
     )?;
-    let m = invalid_msg(
-        store.import_sites_csv("code,name,kind,parent_code\nA,Tỉnh A,province,C\n".as_bytes()),
-    );
+    let m = invalid_msg(store.import_sites_csv("code,name,kind,parent_code\nA,Tỉnh A,province,C\n".as_bytes()));
     assert!(m.starts_with("line 2: ") && m.contains("ancestor"), "{m}");
-    let a = store
-        .sites()?
-        .into_iter()
-        .find(|s| s.code == "A")
-        .ok_or("A")?;
+    let a = store.sites()?.into_iter().find(|s| s.code == "A").ok_or("A")?;
     assert_eq!(a.parent_id, None);
     Ok(())
 }
@@ -308,16 +240,9 @@ fn csv_import_refuses_a_cycle_through_existing_sites() -> R {
 fn csv_parents_may_already_exist_in_the_db() -> R {
     let store = Store::open_in_memory()?;
     let p = store.insert_site(&site("19", SiteKind::Province, None))?;
-    let r = store.import_sites_csv(
-        "code,name,kind,parent_code,link_hint\n173,Huyện Đại Từ,district,19,\n".as_bytes(),
-    )?;
-    assert_eq!(
-        r,
-        ImportReport {
-            inserted: 1,
-            updated: 0
-        }
-    );
+    let r =
+        store.import_sites_csv("code,name,kind,parent_code,link_hint\n173,Huyện Đại Từ,district,19,\n".as_bytes())?;
+    assert_eq!(r, ImportReport { inserted: 1, updated: 0 });
     assert_eq!(store.sites()?[1].parent_id, Some(p));
     Ok(())
 }
@@ -348,10 +273,7 @@ fn meeting_creation_validation() -> R {
     assert_eq!(invited, vec![b, a]);
     assert_eq!(store.meetings()?.len(), 1);
     assert!(store.meeting(id + 1)?.is_none());
-    assert!(matches!(
-        store.invited_sites(id + 1),
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.invited_sites(id + 1), Err(StoreError::NotFound(_))));
 
     // A meeting with nobody invited (yet) is allowed.
     let lone = store.create_meeting("Chỉ chủ trì", chair, &[])?;
@@ -371,37 +293,17 @@ fn session_log_is_append_only_and_checked() -> R {
     assert_eq!(
         store.session_events(id)?,
         vec![
-            SessionEvent {
-                site_id: a,
-                event: "join".into(),
-                at_unix_ms: 1_000
-            },
-            SessionEvent {
-                site_id: chair,
-                event: "join".into(),
-                at_unix_ms: 900
-            },
-            SessionEvent {
-                site_id: a,
-                event: "leave".into(),
-                at_unix_ms: 5_000
-            },
+            SessionEvent { site_id: a, event: "join".into(), at_unix_ms: 1_000 },
+            SessionEvent { site_id: chair, event: "join".into(), at_unix_ms: 900 },
+            SessionEvent { site_id: a, event: "leave".into(), at_unix_ms: 5_000 },
         ]
     );
     assert!(
         matches!(store.record_session(id + 1, a, "join", 0), Err(StoreError::NotFound(m)) if m.contains("meeting"))
     );
-    assert!(
-        matches!(store.record_session(id, 999, "join", 0), Err(StoreError::NotFound(m)) if m.contains("site"))
-    );
-    assert!(matches!(
-        store.record_session(id, a, " ", 0),
-        Err(StoreError::Invalid(_))
-    ));
-    assert!(matches!(
-        store.session_events(id + 1),
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.record_session(id, 999, "join", 0), Err(StoreError::NotFound(m)) if m.contains("site")));
+    assert!(matches!(store.record_session(id, a, " ", 0), Err(StoreError::Invalid(_))));
+    assert!(matches!(store.session_events(id + 1), Err(StoreError::NotFound(_))));
     assert_eq!(store.session_events(id)?.len(), 3);
     Ok(())
 }
@@ -438,18 +340,10 @@ fn seed_demo_is_idempotent_and_invites_twelve_communes() -> R {
     assert_eq!(count(SiteKind::Department), 3);
     assert_eq!(count(SiteKind::District), 3);
     assert_eq!(count(SiteKind::Commune), 12);
-    let districts: Vec<i64> = invited
-        .iter()
-        .filter(|s| s.kind == SiteKind::District)
-        .map(|s| s.id)
-        .collect();
+    let districts: Vec<i64> = invited.iter().filter(|s| s.kind == SiteKind::District).map(|s| s.id).collect();
     for c in invited.iter().filter(|s| s.kind == SiteKind::Commune) {
         assert!(c.name.starts_with("Xã "), "{}", c.name);
-        assert!(
-            c.parent_id.is_some_and(|p| districts.contains(&p)),
-            "{} has no district",
-            c.name
-        );
+        assert!(c.parent_id.is_some_and(|p| districts.contains(&p)), "{} has no district", c.name);
     }
     for d in &districts {
         let n = invited.iter().filter(|s| s.parent_id == Some(*d)).count();
@@ -459,17 +353,9 @@ fn seed_demo_is_idempotent_and_invites_twelve_communes() -> R {
     assert_eq!(first.kind, SiteKind::Commune);
     for s in invited.iter().chain(std::iter::once(&chair)) {
         let hint = s.link_hint.as_deref().unwrap_or("");
-        assert!(
-            ["fibre", "adsl", "4g", "3g", "vsat"].contains(&hint),
-            "{}: {hint}",
-            s.name
-        );
+        assert!(["fibre", "adsl", "4g", "3g", "vsat"].contains(&hint), "{}: {hint}", s.name);
     }
-    assert!(
-        invited
-            .iter()
-            .any(|s| s.link_hint.as_deref() == Some("vsat"))
-    );
+    assert!(invited.iter().any(|s| s.link_hint.as_deref() == Some("vsat")));
     Ok(())
 }
 
@@ -478,11 +364,7 @@ fn seed_demo_beside_an_imported_directory() -> R {
     let store = Store::open_in_memory()?;
     store.import_sites_csv(GOOD_CSV.as_bytes())?;
     let demo = store.seed_demo()?;
-    assert_eq!(
-        store.invited_sites(demo.meeting_id)?.len(),
-        18,
-        "only demo sites are invited"
-    );
+    assert_eq!(store.invited_sites(demo.meeting_id)?.len(), 18, "only demo sites are invited");
     assert_eq!(store.sites()?.len(), 5 + 19);
     Ok(())
 }
@@ -491,24 +373,13 @@ fn seed_demo_beside_an_imported_directory() -> R {
 fn tokens_with_the_stored_secret() -> R {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("d.db");
-    let claims = Claims {
-        meeting_id: 1,
-        site_id: 2,
-        role: Role::Technician,
-        exp: 2_000,
-    };
+    let claims = Claims { meeting_id: 1, site_id: 2, role: Role::Technician, exp: 2_000 };
     let t = token::sign(&Store::open(&path)?.secret()?, &claims);
     let store = Store::open(&path)?;
     assert_eq!(token::verify(&store.secret()?, &t, 1_999), Ok(claims));
-    assert_eq!(
-        token::verify(&store.secret()?, &t, 2_000),
-        Err(TokenError::Expired)
-    );
+    assert_eq!(token::verify(&store.secret()?, &t, 2_000), Err(TokenError::Expired));
     let other = Store::open_in_memory()?;
-    assert_eq!(
-        token::verify(&other.secret()?, &t, 0),
-        Err(TokenError::BadSignature)
-    );
+    assert_eq!(token::verify(&other.secret()?, &t, 0), Err(TokenError::BadSignature));
     Ok(())
 }
 

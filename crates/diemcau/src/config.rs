@@ -147,14 +147,15 @@ impl Config {
 
     /// Defaults overlaid with `text` (the content of `file`, used in messages).
     pub fn from_toml_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let mut base: toml::Value =
-            toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse { file: "<embedded defaults>".into(), message: e.to_string() })?;
+        let mut base: toml::Value = toml::from_str(DEFAULT_TOML)
+            .map_err(|e| ConfigError::Parse { file: "<embedded defaults>".into(), message: e.to_string() })?;
         let over: toml::Value =
             toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.into(), message: e.to_string() })?;
         merge(&mut base, over);
-        let cfg: Config = base
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { file: file.into(), message: e.to_string().trim().to_string() })?;
+        let cfg: Config = base.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            file: file.into(),
+            message: e.to_string().trim().to_string(),
+        })?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -189,9 +190,8 @@ impl Config {
         if self.media.bind.is_unspecified() && self.media.advertise.is_empty() {
             return bad("media.bind is a wildcard address: set media.advertise to the address sites reach".into());
         }
-        if !self.http.public_url.is_empty()
-            && !(self.http.public_url.starts_with("http://") || self.http.public_url.starts_with("https://"))
-        {
+        let url = &self.http.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return bad(format!("http.public_url = {:?} must start with http:// or https://", self.http.public_url));
         }
         Ok(())

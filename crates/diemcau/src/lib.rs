@@ -107,8 +107,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     tokio::spawn(diemcau_signal::run_media_events(state.clone(), media_events));
     let app = diemcau_signal::app(state.clone());
 
-    let listener = std::net::TcpListener::bind(cfg.http.listen)
-        .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
+    let listener =
+        std::net::TcpListener::bind(cfg.http.listen).with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     listener.set_nonblocking(true)?;
     let http_addr = listener.local_addr()?;
     let tls = !cfg.http.tls_cert.is_empty();
@@ -158,16 +158,5 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         site: format!("{base_url}/site?token={}", mint(Role::Site, demo.first_commune_id)),
         tech: format!("{base_url}/tech?token={}", mint(Role::Technician, demo.technician_site_id)),
     };
-    Ok(Running {
-        http_addr,
-        base_url,
-        demo,
-        links,
-        media_addrs,
-        state,
-        media,
-        shutdown: shutdown_tx,
-        server,
-        ttl_secs,
-    })
+    Ok(Running { http_addr, base_url, demo, links, media_addrs, state, media, shutdown: shutdown_tx, server, ttl_secs })
 }

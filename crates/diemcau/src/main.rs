@@ -158,8 +158,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Meeting { cmd: MeetingCmd::Create { title, chair, invite, invite_all } } => {
             let store = open_store(&cfg)?;
-            let invited: Vec<i64> =
-                if invite_all { store.sites()?.into_iter().map(|s| s.id).filter(|id| *id != chair).collect() } else { invite };
+            let invited: Vec<i64> = if invite_all {
+                store.sites()?.into_iter().map(|s| s.id).filter(|id| *id != chair).collect()
+            } else {
+                invite
+            };
             let id = store.create_meeting(&title, chair, &invited)?;
             println!("meeting {id} created with {} invited sites", invited.len());
             Ok(())
@@ -173,7 +176,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Token { meeting, site, role, ttl_hours } => {
             let store = open_store(&cfg)?;
-            let role = Role::parse(&role).with_context(|| format!("--role {role:?}: expected chair, site or technician"))?;
+            let role =
+                Role::parse(&role).with_context(|| format!("--role {role:?}: expected chair, site or technician"))?;
             let m = store.meeting(meeting)?.with_context(|| format!("meeting {meeting} does not exist"))?;
             let allowed = match role {
                 Role::Chair | Role::Technician => site == m.chair_site_id,
@@ -182,7 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(allowed, "site {site} cannot join meeting {meeting} as {}", role.as_str());
             let hours = i64::from(ttl_hours.unwrap_or(cfg.meeting.token_ttl_hours));
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-            let tok = token::sign(&store.secret()?, &Claims { meeting_id: meeting, site_id: site, role, exp: now + hours * 3600 });
+            let tok = token::sign(
+                &store.secret()?,
+                &Claims { meeting_id: meeting, site_id: site, role, exp: now + hours * 3600 },
+            );
             let page = match role {
                 Role::Chair => "chair",
                 Role::Site => "site",
