@@ -228,7 +228,7 @@ impl Room {
                 let old = m.assigned.get(&slot.mid).copied().flatten();
                 if new != old || !m.assigned.contains_key(&slot.mid) {
                     let track = new.map(|p| TrackId { peer: p, kind: slot.kind });
-                    // A peer without media yet (or any more) just keeps the plan; the next negotiation applies it.
+                    // Fails only for a peer whose media is gone; media_lost() then clears the plan for its next negotiation.
                     if let Err(e) = media.set_slot(pid, &slot.mid, track) {
                         tracing::debug!(peer = pid.0, "slot not applied: {e}");
                     }
