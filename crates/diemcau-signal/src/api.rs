@@ -41,6 +41,72 @@ pub(crate) struct TokenQuery {
     pub(crate) token: Option<String>,
 }
 
+/// Query of the statistics endpoint: token, and the page of peers wanted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsQuery {
+    token: Option<String>,
+    /// `site_id` (default), `name`, `loss`, `rtt`, `kbps_in`, `kbps_out`.
+    sort: Option<String>,
+    /// `asc` (default) or `desc`.
+    order: Option<String>,
+    offset: Option<usize>,
+    /// At most [`MAX_PAGE`]; default [`DEFAULT_PAGE`].
+    limit: Option<usize>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// Orders two optional figures, `desc` or not, with "unknown" after every known value either way.
+fn cmp_opt(a: Option<f64>, b: Option<f64>, desc: bool) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) if desc => b.total_cmp(&a),
+        (Some(a), Some(b)) => a.total_cmp(&b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+}
+
+/// Sorts the rows and answers one page of them with the totals.
+fn page_json(
+    id: i64,
+    mut rows: Vec<PeerRow>,
+    sort: &str,
+    desc: bool,
+    offset: usize,
+    limit: usize,
+    shards: usize,
+) -> serde_json::Value {
+    let total = rows.len();
+    let connected = rows.iter().filter(|r| r.state == "connected").count();
+    // Ties (and unknown figures) fall back to the site id so pages are stable from one second to the next.
+    rows.sort_by(|a, b| {
+        let by = match sort {
+            "name" if desc => b.name.cmp(&a.name),
+            "name" => a.name.cmp(&b.name),
+            "loss" => cmp_opt(a.loss_pct, b.loss_pct, desc),
+            "rtt" => cmp_opt(a.rtt_ms, b.rtt_ms, desc),
+            "kbps_in" => cmp_opt(a.kbps_in, b.kbps_in, desc),
+            "kbps_out" => cmp_opt(a.kbps_out, b.kbps_out, desc),
+            _ if desc => b.site_id.cmp(&a.site_id),
+            _ => std::cmp::Ordering::Equal,
+        };
+        by.then(a.site_id.cmp(&b.site_id))
+    });
+    let page: Vec<PeerRow> = rows.into_iter().skip(offset).take(limit).collect();
+    serde_json::json!({
+        "meeting_id": id,
+        "total": total,
+        "connected": connected,
+        "offset": offset,
+        "limit": limit,
+        "peers": page,
+        "bridge": { "shards": shards },
+    })
+}
+
 /// One peer in the statistics answer.
 #[derive(Serialize)]
 struct PeerRow {
@@ -63,9 +129,25 @@ struct PeerRow {
 pub(crate) async fn stats(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    Query(q): Query<TokenQuery>,
+    Query(q): Query<StatsQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let desc = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(o) => return Err(AppError::BadRequest(format!("order: {o:?} is not asc or desc"))),
+    };
+    let sort = q.sort.as_deref().unwrap_or("site_id");
+    if !["site_id", "name", "loss", "rtt", "kbps_in", "kbps_out"].contains(&sort) {
+        return Err(AppError::BadRequest(format!(
+            "sort: {sort:?} is not one of site_id, name, loss, rtt, kbps_in, kbps_out"
+        )));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AppError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let offset = q.offset.unwrap_or(0);
     let via_token = q.token.as_deref().or_else(|| bearer(&headers));
     let admin = require_admin(&state, &headers).is_ok();
     if !admin {
@@ -92,12 +174,11 @@ pub(crate) async fn stats(
     let media_stats = state.media.stats();
     let rows: Vec<PeerRow> = {
         let rooms = state.rooms.lock().map_err(|_| AppError::Internal("rooms lock poisoned".into()))?;
+        let mut rows: Vec<PeerRow> = Vec::new();
         let Some(room) = rooms.get(&id) else {
-            return Ok(Json(serde_json::json!({
-                "meeting_id": id, "peers": [], "bridge": { "shards": state.media.shard_count() }
-            })));
+            return Ok(Json(page_json(id, rows, sort, desc, offset, limit, state.media.shard_count())));
         };
-        let mut rows: Vec<PeerRow> = room
+        rows = room
             .members
             .iter()
             .filter(|(_, m)| m.role != Role::Technician)
@@ -120,14 +201,9 @@ pub(crate) async fn stats(
                 }
             })
             .collect();
-        rows.sort_by_key(|r| r.site_id);
         rows
     };
-    Ok(Json(serde_json::json!({
-        "meeting_id": id,
-        "peers": rows,
-        "bridge": { "shards": state.media.shard_count() },
-    })))
+    Ok(Json(page_json(id, rows, sort, desc, offset, limit, state.media.shard_count())))
 }
 
 pub(crate) async fn list_sites(
@@ -248,4 +324,45 @@ pub(crate) async fn create_token(
     let exp = unix_now() + ttl;
     let tok = token::sign(&state.secret, &Claims { meeting_id: body.meeting_id, site_id: body.site_id, role, exp });
     Ok(Json(serde_json::json!({ "token": tok, "exp": exp })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(site_id: i64, loss: Option<f64>) -> PeerRow {
+        PeerRow {
+            site_id,
+            name: format!("Xã {site_id}"),
+            role: Role::Site,
+            state: "connected",
+            muted: false,
+            kbps_in: None,
+            kbps_out: None,
+            loss_pct: loss,
+            rtt_ms: None,
+            packets_in: 0,
+            packets_out: 0,
+            shard: None,
+            client: None,
+        }
+    }
+
+    fn ids(v: &serde_json::Value) -> Vec<i64> {
+        v["peers"].as_array().unwrap().iter().map(|p| p["site_id"].as_i64().unwrap()).collect()
+    }
+
+    #[test]
+    fn worst_loss_first_with_unknown_last_and_pages() {
+        let rows = || vec![row(1, Some(0.5)), row(2, None), row(3, Some(7.0)), row(4, Some(0.5)), row(5, Some(2.0))];
+        let v = page_json(9, rows(), "loss", true, 0, 10, 2);
+        assert_eq!(ids(&v), vec![3, 5, 1, 4, 2]);
+        assert_eq!(v["total"], 5);
+        assert_eq!(ids(&page_json(9, rows(), "loss", false, 0, 10, 2)), vec![1, 4, 5, 3, 2]);
+        let page = page_json(9, rows(), "loss", true, 1, 2, 2);
+        assert_eq!(ids(&page), vec![5, 1]);
+        assert_eq!((page["offset"].as_u64(), page["limit"].as_u64()), (Some(1), Some(2)));
+        assert_eq!(ids(&page_json(9, rows(), "site_id", true, 0, 3, 2)), vec![5, 4, 3]);
+        assert_eq!(ids(&page_json(9, rows(), "site_id", false, 4, 3, 2)), vec![5]);
+    }
 }

@@ -671,3 +671,21 @@ async fn stats_check_the_meeting_and_the_chairing_site() -> TestResult {
     assert_mentions(&r.error()?, &["chairing site"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn stats_query_is_validated() -> TestResult {
+    let f = fixture()?;
+    let base = stats_uri(f.demo.meeting_id);
+    for (q, needle) in
+        [("sort=colour", "sort"), ("order=sideways", "order"), ("limit=0", "limit"), ("limit=100000", "limit")]
+    {
+        let r = f.get(&format!("{base}?{q}"), Some(ADMIN)).await?;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text());
+        assert_mentions(&r.error()?, &[needle]);
+    }
+    let r = f.get(&format!("{base}?sort=loss&order=desc&offset=0&limit=50"), Some(ADMIN)).await?;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json()?;
+    assert_eq!((v["total"].as_u64(), v["limit"].as_u64()), (Some(0), Some(50)));
+    Ok(())
+}
