@@ -99,7 +99,7 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
                     let chair_grew = communes.iter().all(|c| chair_video.get(c) > v0.get(c));
                     let sites_grew = site_media.iter().zip(s0).all(|((v, a), (v0, a0))| v > v0 && a > a0);
                     if chair_grew && sites_grew {
-                        return Ok::<_, anyhow::Error>(());
+                        break;
                     }
                 }
                 None => {}
@@ -124,6 +124,27 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+
+        // The technician page lists the four peers and its live charts draw.
+        let tech = browser.new_window().await?;
+        browser.switch_to_window(tech).await?;
+        browser.goto(&running.links.tech).await?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = eval_async(
+                &browser,
+                "window.diemcau.techCharts ? { charts: window.diemcau.techCharts(), \
+                 rows: document.querySelectorAll('tbody tr[data-site]').length } : null",
+            )
+            .await?;
+            let series = v["charts"]["series"].as_u64().unwrap_or(0);
+            if series >= 3 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "technician charts did not draw: {v}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok::<_, anyhow::Error>(())
     }
     .await;
     // The technician's statistics see the four peers with traffic while they are still connected.
