@@ -1,0 +1,379 @@
+//! Synthetic media for a publishing site or a synthetic chair: VP8-shaped video and Opus-shaped audio RTP payloads
+//! with the sizes, timestamps and keyframe structure of the real thing, and no codec behind them.
+//!
+//! What is real: the VP8 payload descriptor (RFC 7741: X, S, a 15-bit PictureID) and payload header (the frame tag
+//! whose P bit is 0 on a keyframe, the keyframe start code and dimensions), so the bridge's keyframe detection and
+//! slot switching see what a browser sends; frame sizes from the target bitrate and frame rate (a keyframe is
+//! [`KEYFRAME_FACTOR`] times an average frame, delta frames are smaller so the average holds, ±15% spread); packets of
+//! at most [`PublisherConfig::max_payload`] bytes; a 90 kHz video clock and a 48 kHz audio clock; a keyframe at the
+//! start, on request (PLI/FIR) and every [`PublisherConfig::keyframe_interval`]. Audio is one 20 ms packet every 20 ms
+//! with an Opus TOC byte (CELT fullband, 20 ms, mono).
+//!
+//! Sans-IO: [`Publisher::poll_timeout`] says when the next packet is due, [`Publisher::poll_packets`] hands out
+//! everything due by `now`. The site writes them with `StreamTx::write_rtp` (RTP mode), as the bridge forwards.
+//!
+//! Not built yet: three-layer simulcast for the chair (rid `q`/`h`/`f` at 180p/360p/720p). It needs the bridge to
+//! select layers first; then a chair publisher writes three streams here, each with its own sequence space.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use str0m::media::MediaKind;
+
+use crate::vp8;
+
+/// A keyframe is this many average frames.
+pub const KEYFRAME_FACTOR: f64 = 4.0;
+/// If the caller falls this far behind, the sources skip ahead (as a camera would) instead of bursting.
+const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// What a synthetic publisher sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublisherConfig {
+    /// Send video.
+    pub video: bool,
+    /// Video target bitrate, kbit/s of RTP payload.
+    pub video_kbps: u32,
+    /// Video frames per second.
+    pub fps: u32,
+    /// A keyframe at least this often.
+    pub keyframe_interval: Duration,
+    /// Largest RTP payload (descriptor included), bytes.
+    pub max_payload: usize,
+    /// Picture size written in keyframes.
+    pub width: u16,
+    /// Picture size written in keyframes.
+    pub height: u16,
+    /// Send audio.
+    pub audio: bool,
+    /// Audio bitrate, kbit/s of RTP payload (20 ms packets).
+    pub audio_kbps: u32,
+}
+
+impl Default for PublisherConfig {
+    /// The chair's 360p layer: 500 kbit/s at 15 fps, a keyframe every 10 s; Opus at 32 kbit/s.
+    fn default() -> Self {
+        Self {
+            video: true,
+            video_kbps: 500,
+            fps: 15,
+            keyframe_interval: Duration::from_secs(10),
+            max_payload: 1100,
+            width: 640,
+            height: 360,
+            audio: true,
+            audio_kbps: 32,
+        }
+    }
+}
+
+/// One RTP packet to write.
+#[derive(Debug, Clone)]
+pub struct OutPacket {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Extended sequence number (starts below 65,536: ROC 0).
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// Marker: the last packet of a video frame; the first packet of the audio stream.
+    pub marker: bool,
+    /// First packet of a keyframe.
+    pub keyframe: bool,
+    /// When the frame was "captured" (its scheduled time).
+    pub capture: Instant,
+    /// The payload.
+    pub payload: Arc<[u8]>,
+}
+
+#[derive(Debug)]
+struct VideoSource {
+    next_at: Instant,
+    start: Instant,
+    frame_no: u64,
+    seq: u64,
+    ts0: u32,
+    picture_id: u16,
+    force_key: bool,
+    last_key: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct AudioSource {
+    next_at: Instant,
+    start: Instant,
+    n: u64,
+    seq: u64,
+    ts0: u32,
+}
+
+/// Counters of what a [`Publisher`] sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PublisherStats {
+    /// Video frames.
+    pub frames: u64,
+    /// Of which keyframes.
+    pub keyframes: u64,
+    /// Keyframe requests received.
+    pub keyframe_requests: u64,
+    /// Video packets.
+    pub video_packets: u64,
+    /// Video payload bytes.
+    pub video_bytes: u64,
+    /// Audio packets.
+    pub audio_packets: u64,
+}
+
+/// Synthetic video and audio, in virtual time.
+#[derive(Debug)]
+pub struct Publisher {
+    cfg: PublisherConfig,
+    rng: StdRng,
+    video: Option<VideoSource>,
+    audio: Option<AudioSource>,
+    stats: PublisherStats,
+}
+
+impl Publisher {
+    /// Sources starting at `start`; `seed` draws the initial sequence numbers, timestamps and the size spread.
+    pub fn new(cfg: PublisherConfig, start: Instant, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let video = (cfg.video && cfg.fps > 0).then(|| VideoSource {
+            next_at: start,
+            start,
+            frame_no: 0,
+            seq: rng.random_range(0..30_000),
+            ts0: rng.random(),
+            picture_id: rng.random_range(0..0x8000),
+            force_key: true,
+            last_key: None,
+        });
+        let audio = cfg.audio.then(|| AudioSource {
+            next_at: start,
+            start,
+            n: 0,
+            seq: rng.random_range(0..30_000),
+            ts0: rng.random(),
+        });
+        Self { cfg, rng, video, audio, stats: PublisherStats::default() }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PublisherConfig {
+        &self.cfg
+    }
+
+    /// What was sent so far.
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// The next frame is a keyframe (on PLI or FIR).
+    pub fn request_keyframe(&mut self) {
+        self.stats.keyframe_requests += 1;
+        if let Some(v) = &mut self.video {
+            v.force_key = true;
+        }
+    }
+
+    /// When the next packet is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.video.as_ref().map(|v| v.next_at), self.audio.as_ref().map(|a| a.next_at)].into_iter().flatten().min()
+    }
+
+    /// Appends every packet due by `now` to `out`, in time order per source.
+    pub fn poll_packets(&mut self, now: Instant, out: &mut Vec<OutPacket>) {
+        while let Some(a) = &mut self.audio
+            && a.next_at <= now
+        {
+            let frame = Duration::from_millis(20);
+            if now.saturating_duration_since(a.next_at) > MAX_CATCH_UP {
+                a.n = (now.saturating_duration_since(a.start).as_millis() / 20) as u64;
+            }
+            let capture = a.start + frame * (a.n as u32);
+            let size = (self.cfg.audio_kbps as usize * 1000 / 8 / 50).max(3);
+            let mut payload = Vec::with_capacity(size);
+            payload.push(0xf8); // TOC: config 31 (CELT FB 20 ms), mono, one frame
+            payload.resize(size, (a.n as u8) | 1);
+            out.push(OutPacket {
+                kind: MediaKind::Audio,
+                seq: a.seq,
+                ts: a.ts0.wrapping_add((a.n * 960) as u32),
+                marker: self.stats.audio_packets == 0,
+                keyframe: false,
+                capture,
+                payload: payload.into(),
+            });
+            self.stats.audio_packets += 1;
+            a.seq += 1;
+            a.n += 1;
+            a.next_at = a.start + frame * (a.n as u32);
+        }
+        while self.video.as_ref().is_some_and(|v| v.next_at <= now) {
+            self.video_frame(now, out);
+        }
+    }
+
+    fn video_frame(&mut self, now: Instant, out: &mut Vec<OutPacket>) {
+        let cfg = &self.cfg;
+        let Some(v) = &mut self.video else { return };
+        let fps = u64::from(cfg.fps.max(1));
+        let at = |n: u64| v.start + Duration::from_nanos(n * 1_000_000_000 / fps);
+        if now.saturating_duration_since(v.next_at) > MAX_CATCH_UP {
+            v.frame_no = now.saturating_duration_since(v.start).as_nanos() as u64 * fps / 1_000_000_000;
+        }
+        let capture = at(v.frame_no);
+        let keyframe =
+            v.force_key || v.last_key.is_none_or(|k| capture.saturating_duration_since(k) >= cfg.keyframe_interval);
+        let avg = f64::from(cfg.video_kbps) * 1000.0 / 8.0 / fps as f64;
+        let per_interval = (cfg.keyframe_interval.as_secs_f64() * fps as f64).max(2.0);
+        let size = if keyframe {
+            avg * KEYFRAME_FACTOR * self.rng.random_range(0.95..1.05)
+        } else {
+            let delta = ((avg * per_interval - avg * KEYFRAME_FACTOR) / (per_interval - 1.0)).max(avg * 0.2);
+            delta * self.rng.random_range(0.85..1.15)
+        };
+        let size = (size as usize).max(16);
+        let budget = cfg.max_payload.saturating_sub(vp8::DESCRIPTOR_LEN).max(16);
+        let packets = size.div_ceil(budget);
+        let ts = v.ts0.wrapping_add((v.frame_no * 90_000 / fps) as u32);
+        let fill = (v.frame_no as u8) | 0x40;
+        let mut left = size;
+        for i in 0..packets {
+            let chunk = left / (packets - i);
+            left -= chunk;
+            let mut p = Vec::with_capacity(vp8::DESCRIPTOR_LEN + chunk);
+            vp8::write_descriptor(&mut p, i == 0, v.picture_id);
+            if i == 0 {
+                vp8::write_payload_header(&mut p, keyframe, (size / 8) as u32, cfg.width, cfg.height);
+            }
+            p.resize(vp8::DESCRIPTOR_LEN + chunk, fill);
+            self.stats.video_packets += 1;
+            self.stats.video_bytes += p.len() as u64;
+            out.push(OutPacket {
+                kind: MediaKind::Video,
+                seq: v.seq,
+                ts,
+                marker: i + 1 == packets,
+                keyframe: keyframe && i == 0,
+                capture,
+                payload: p.into(),
+            });
+            v.seq += 1;
+        }
+        self.stats.frames += 1;
+        if keyframe {
+            self.stats.keyframes += 1;
+            v.last_key = Some(capture);
+            v.force_key = false;
+        }
+        v.picture_id = (v.picture_id + 1) & 0x7fff;
+        v.frame_no += 1;
+        v.next_at = at(v.frame_no);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p: &mut Publisher, t0: Instant, until: Duration, step: Duration) -> Vec<OutPacket> {
+        let mut out = Vec::new();
+        let mut t = Duration::ZERO;
+        while t <= until {
+            p.poll_packets(t0 + t, &mut out);
+            t += step;
+        }
+        out
+    }
+
+    #[test]
+    fn video_frames_have_realistic_sizes_and_valid_descriptors() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(PublisherConfig { audio: false, ..Default::default() }, t0, 1);
+        let out = run(&mut p, t0, Duration::from_secs(20) - Duration::from_millis(1), Duration::from_millis(5));
+        assert_eq!(p.stats().frames, 300, "15 fps for 20 s");
+        assert!(out.iter().all(|o| o.payload.len() <= 1100 && o.kind == MediaKind::Video));
+        // Sequence numbers are continuous; frames end with the marker; timestamps step 6000 (90 kHz / 15).
+        for w in out.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1);
+            if w[0].marker {
+                assert_eq!(w[1].ts.wrapping_sub(w[0].ts), 6000);
+            } else {
+                assert_eq!(w[1].ts, w[0].ts);
+            }
+        }
+        // Every frame start parses as such, keyframes exactly where flagged.
+        let mut frames: Vec<(usize, bool)> = Vec::new(); // (bytes, keyframe)
+        for o in &out {
+            let info = vp8::parse(&o.payload).unwrap();
+            assert_eq!(info.keyframe, o.keyframe);
+            if info.frame_start {
+                frames.push((0, info.keyframe));
+            }
+            frames.last_mut().unwrap().0 += o.payload.len();
+        }
+        assert_eq!(frames.len(), 300);
+        let keys: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.1).map(|(i, _)| i).collect();
+        assert_eq!(keys, vec![0, 150], "a keyframe at the start and every 10 s");
+        let delta: Vec<usize> = frames.iter().filter(|f| !f.1).map(|f| f.0).collect();
+        let mean = delta.iter().sum::<usize>() as f64 / delta.len() as f64;
+        assert!((3_900.0..4_300.0).contains(&mean), "delta frames ≈ 4.1 KB: {mean}");
+        assert!(frames[0].0 > 15_000, "keyframe ≈ 4 average frames: {}", frames[0].0);
+        let kbps = p.stats().video_bytes as f64 * 8.0 / 20.0 / 1000.0;
+        assert!((475.0..525.0).contains(&kbps), "{kbps}");
+    }
+
+    #[test]
+    fn keyframe_on_request() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(PublisherConfig { audio: false, ..Default::default() }, t0, 2);
+        let mut out = Vec::new();
+        p.poll_packets(t0, &mut out);
+        p.poll_packets(t0 + Duration::from_millis(70), &mut out);
+        p.request_keyframe();
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_nanos(2 * 1_000_000_000 / 15)));
+        out.clear();
+        p.poll_packets(t0 + Duration::from_millis(140), &mut out);
+        assert!(out[0].keyframe);
+        assert_eq!(out.iter().filter(|o| o.keyframe).count(), 1);
+        out.clear();
+        p.poll_packets(t0 + Duration::from_millis(210), &mut out);
+        assert!(!out.iter().any(|o| o.keyframe));
+        assert_eq!(p.stats().keyframes, 2);
+        assert_eq!(p.stats().keyframe_requests, 1);
+    }
+
+    #[test]
+    fn audio_is_20ms_packets_of_80_bytes_at_48khz() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(PublisherConfig { video: false, ..Default::default() }, t0, 3);
+        let out = run(&mut p, t0, Duration::from_millis(999), Duration::from_millis(7));
+        assert_eq!(out.len(), 50);
+        assert!(out.iter().all(|o| o.payload.len() == 80 && o.payload[0] == 0xf8 && o.kind == MediaKind::Audio));
+        assert!(out[0].marker && !out[1].marker);
+        for w in out.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1);
+            assert_eq!(w[1].ts.wrapping_sub(w[0].ts), 960);
+            assert_eq!(w[1].capture - w[0].capture, Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_stalled_caller_skips_ahead_instead_of_bursting() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(PublisherConfig::default(), t0, 4);
+        let mut out = Vec::new();
+        p.poll_packets(t0, &mut out);
+        out.clear();
+        p.poll_packets(t0 + Duration::from_secs(5), &mut out);
+        let frames = out.iter().filter(|o| o.kind == MediaKind::Video && o.marker).count();
+        let audio = out.iter().filter(|o| o.kind == MediaKind::Audio).count();
+        assert_eq!((frames, audio), (1, 1));
+        assert!(p.poll_timeout().unwrap() > t0 + Duration::from_secs(5));
+    }
+}

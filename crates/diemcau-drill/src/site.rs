@@ -1,0 +1,450 @@
+//! [`SyntheticSite`]: one real WebRTC endpoint (str0m as a client: full ICE, controlling; DTLS; SRTP) behind its own
+//! emulated link, measuring what it receives and optionally publishing synthetic media.
+//!
+//! Sans-IO, like the `Rtc` inside it. The caller owns the socket and the clock:
+//! - [`SyntheticSite::new`] makes the offer (VP8 and Opus only; the site's socket address as its one host
+//!   candidate); [`apply_answer`](SyntheticSite::apply_answer) takes the bridge's answer;
+//! - [`handle_datagram`](SyntheticSite::handle_datagram) takes what the socket received from the bridge: it enters the
+//!   link's `Down` direction and reaches the `Rtc` when the link delivers it;
+//! - [`handle_timeout`](SyntheticSite::handle_timeout) at [`poll_timeout`](SyntheticSite::poll_timeout) (the earliest
+//!   of the `Rtc`'s timeout, the link's next delivery and the publisher's next packet);
+//! - every call appends the datagrams the link delivers towards the bridge (`Up`) to the caller's buffer: the site
+//!   sends nothing to the network any other way.
+//!
+//! After every mutation of the `Rtc` (input, timeout, RTP written, keyframe requested) `poll_output` is drained to
+//! `Timeout`, as the bridge's shards do.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use diemcau_netem::{Direction as LinkDir, LinkPair, Profile, Timeline};
+use diemcau_proto::Role;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tracing::{debug, trace};
+
+use crate::DrillError;
+use crate::metrics::{LinkReport, Metrics, PacketInfo, SiteReport};
+use crate::publisher::{OutPacket, Publisher, PublisherConfig};
+
+/// Bytes of IPv4 + UDP header counted against the emulated link's capacity for every datagram.
+pub const IP_UDP_OVERHEAD: usize = 28;
+/// At most one keyframe request (PLI) per this interval per site.
+const PLI_INTERVAL: Duration = Duration::from_secs(1);
+/// Receive buffers kept for reuse.
+const POOL: usize = 32;
+/// Rounds of "deliver what is due, run what is due" per call, at most.
+const MAX_ROUNDS: usize = 16;
+
+/// A UDP datagram: to `addr` when it goes to the bridge, from `addr` when it comes from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The bridge's address (destination going up, source coming down).
+    pub addr: SocketAddr,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// How to make a [`SyntheticSite`].
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The site's id in the directory (for the report).
+    pub site_id: i64,
+    /// The role the bridge welcomed it as: a chair also offers `recv_video_slots` + `recv_audio_slots` slots.
+    pub role: Role,
+    /// The link preset's name (for the report).
+    pub profile_name: String,
+    /// Its link.
+    pub profile: Profile,
+    /// Scripted link changes from the join start.
+    pub timeline: Timeline,
+    /// Seeds the link and the publisher.
+    pub seed: u64,
+    /// The site's UDP socket address: its one ICE host candidate.
+    pub local_addr: SocketAddr,
+    /// Publish synthetic camera and microphone (`sendrecv`); `None` receives only (`recvonly`).
+    pub publish: Option<PublisherConfig>,
+    /// Extra receive-only video slots (a chair's grid size).
+    pub recv_video_slots: u32,
+    /// Extra receive-only audio slots (a chair's audio slots).
+    pub recv_audio_slots: u32,
+}
+
+/// One synthetic site: an `Rtc` client, its emulated link, its metrics and its optional publisher.
+pub struct SyntheticSite {
+    site_id: i64,
+    role: Role,
+    profile_name: String,
+    local_addr: SocketAddr,
+    seed: u64,
+    rtc: Rtc,
+    rtc_timeout: Instant,
+    link: LinkPair<Datagram>,
+    metrics: Metrics,
+    publish: Option<PublisherConfig>,
+    publisher: Option<Publisher>,
+    pending: Option<SdpPendingOffer>,
+    audio_mid: Mid,
+    video_mid: Mid,
+    pt_vp8: Option<Pt>,
+    pt_opus: Option<Pt>,
+    ssrc_mid: HashMap<Ssrc, (Mid, MediaKind)>,
+    connected: bool,
+    alive: bool,
+    last_pli: Option<Instant>,
+    scratch: Vec<OutPacket>,
+    pool: Vec<Vec<u8>>,
+    datagrams_in: u64,
+    error: Option<String>,
+}
+
+impl std::fmt::Debug for SyntheticSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyntheticSite")
+            .field("site_id", &self.site_id)
+            .field("profile", &self.profile_name)
+            .field("local_addr", &self.local_addr)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyntheticSite {
+    /// A site whose join started at `join_start`, and its SDP offer for the bridge.
+    pub fn new(now: Instant, join_start: Instant, cfg: SiteConfig) -> Result<(Self, String), DrillError> {
+        let link = LinkPair::new(join_start, cfg.profile, cfg.timeline, cfg.seed)?;
+        let mut rtc =
+            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
+        let cand =
+            Candidate::host(cfg.local_addr, "udp").map_err(|e| DrillError::Sdp(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let dir = if cfg.publish.is_some() { Direction::SendRecv } else { Direction::RecvOnly };
+        let mut api = rtc.sdp_api();
+        let audio_mid = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let video_mid = api.add_media(MediaKind::Video, dir, None, None, None);
+        if cfg.role == Role::Chair {
+            for _ in 0..cfg.recv_video_slots {
+                api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            }
+            for _ in 0..cfg.recv_audio_slots {
+                api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            }
+        }
+        let (offer, pending) = api.apply().ok_or_else(|| DrillError::Sdp("str0m made no offer".into()))?;
+        let mut site = Self {
+            site_id: cfg.site_id,
+            role: cfg.role,
+            profile_name: cfg.profile_name,
+            local_addr: cfg.local_addr,
+            seed: cfg.seed,
+            rtc,
+            rtc_timeout: now,
+            link,
+            metrics: Metrics::new(join_start),
+            publish: cfg.publish,
+            publisher: None,
+            pending: Some(pending),
+            audio_mid,
+            video_mid,
+            pt_vp8: None,
+            pt_opus: None,
+            ssrc_mid: HashMap::new(),
+            connected: false,
+            alive: true,
+            last_pli: None,
+            scratch: Vec::new(),
+            pool: Vec::new(),
+            datagrams_in: 0,
+            error: None,
+        };
+        site.drain(now);
+        Ok((site, offer.to_sdp_string()))
+    }
+
+    /// Applies the bridge's answer to our offer.
+    pub fn apply_answer(&mut self, now: Instant, sdp: &str) -> Result<(), DrillError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| DrillError::Sdp(format!("bad answer: {e}")))?;
+        let pending = self.pending.take().ok_or_else(|| DrillError::Sdp("no offer is pending".into()))?;
+        let res = self.rtc.sdp_api().accept_answer(pending, answer);
+        self.drain(now);
+        res.map_err(|e| DrillError::Sdp(format!("answer not accepted: {e}")))?;
+        for p in self.rtc.codec_config().params() {
+            match p.spec().codec {
+                Codec::Vp8 if self.pt_vp8.is_none() => self.pt_vp8 = Some(p.pt()),
+                Codec::Opus if self.pt_opus.is_none() => self.pt_opus = Some(p.pt()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers an offer from the bridge (renegotiation it starts; the v1 bridge never does).
+    pub fn handle_offer(&mut self, now: Instant, sdp: &str) -> Result<String, DrillError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| DrillError::Sdp(format!("bad offer: {e}")))?;
+        self.pending = None;
+        let res = self.rtc.sdp_api().accept_offer(offer);
+        self.drain(now);
+        let answer = res.map_err(|e| DrillError::Sdp(format!("offer not accepted: {e}")))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A datagram the site's socket received from `from`. It goes through the link's `Down` direction first.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], out: &mut Vec<Datagram>) {
+        self.datagrams_in += 1;
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.link.send(now, LinkDir::Down, bytes.len() + IP_UDP_OVERHEAD, Datagram { addr: from, bytes: buf });
+        // Usually the link holds it for its delay: then there is nothing to do until `poll_timeout`.
+        if self.poll_timeout() <= now {
+            self.run(now, out);
+        }
+    }
+
+    /// Time has come (see [`poll_timeout`](Self::poll_timeout)).
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        self.run(now, out);
+    }
+
+    /// When the site next needs [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Instant {
+        let publisher = if self.connected { self.publisher.as_ref().and_then(Publisher::poll_timeout) } else { None };
+        [Some(self.rtc_timeout), self.link.poll_timeout(), publisher]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.rtc_timeout)
+    }
+
+    /// Gives back a buffer (e.g. of a sent [`Datagram`]) for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < POOL {
+            self.pool.push(buf);
+        }
+    }
+
+    /// The site's id in the directory.
+    pub fn site_id(&self) -> i64 {
+        self.site_id
+    }
+
+    /// ICE and DTLS are up (and were not lost since).
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The `Rtc` is still alive.
+    pub fn is_alive(&self) -> bool {
+        self.alive
+    }
+
+    /// The site's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The site's metrics, to sample rates.
+    pub fn metrics_mut(&mut self) -> &mut Metrics {
+        &mut self.metrics
+    }
+
+    /// The publisher, once connected (when publishing).
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.publisher.as_ref()
+    }
+
+    /// The site's socket address (its ICE candidate).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Datagrams handed to [`handle_datagram`](Self::handle_datagram).
+    pub fn datagrams_in(&self) -> u64 {
+        self.datagrams_in
+    }
+
+    /// The site's report as of `now`.
+    pub fn report(&self, now: Instant) -> SiteReport {
+        let mut r = self.metrics.summary(now);
+        let link = self.link.stats();
+        r.site_id = self.site_id;
+        r.profile = self.profile_name.clone();
+        r.role = self.role.as_str().to_owned();
+        r.error = self.error.clone();
+        r.link = LinkReport {
+            down_delivered: link.down.delivered,
+            down_dropped: link.down.dropped_loss + link.down.dropped_queue + link.down.dropped_outage,
+            up_delivered: link.up.delivered,
+            up_dropped: link.up.dropped_loss + link.up.dropped_queue + link.up.dropped_outage,
+        };
+        r
+    }
+
+    fn run(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        let mut timed_out = false;
+        for _ in 0..MAX_ROUNDS {
+            let mut progressed = false;
+            while let Some((dir, d)) = self.link.poll_deliver(now) {
+                progressed = true;
+                match dir {
+                    LinkDir::Up => out.push(d),
+                    LinkDir::Down => self.receive(now, d),
+                }
+            }
+            if !timed_out && self.rtc_timeout <= now {
+                timed_out = true;
+                progressed = true;
+                if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                    debug!(site = self.site_id, "timeout input failed: {e}");
+                }
+                self.drain(now);
+            }
+            if self.connected && self.publisher.as_ref().and_then(Publisher::poll_timeout).is_some_and(|t| t <= now) {
+                progressed = true;
+                self.publish(now);
+            }
+            if let Some(mid) = self.metrics.stuck_video(now)
+                && self.last_pli.is_none_or(|t| now.saturating_duration_since(t) >= PLI_INTERVAL)
+            {
+                self.last_pli = Some(now);
+                self.metrics.on_keyframe_request();
+                self.metrics.reset_stuck(mid, now);
+                if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                }
+                self.drain(now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn receive(&mut self, now: Instant, d: Datagram) {
+        match Receive::new(Protocol::Udp, d.addr, self.local_addr, &d.bytes) {
+            Ok(recv) => {
+                if let Err(e) = self.rtc.handle_input(Input::Receive(now, recv)) {
+                    trace!(site = self.site_id, "input rejected: {e}");
+                }
+            }
+            Err(e) => trace!(site = self.site_id, "unparseable datagram: {e}"),
+        }
+        self.recycle(d.bytes);
+        self.drain(now);
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let Some(publisher) = &mut self.publisher else { return };
+        let mut packets = std::mem::take(&mut self.scratch);
+        publisher.poll_packets(now, &mut packets);
+        {
+            let mut api = self.rtc.direct_api();
+            for p in packets.drain(..) {
+                let (mid, pt) = match p.kind {
+                    MediaKind::Audio => (self.audio_mid, self.pt_opus),
+                    MediaKind::Video => (self.video_mid, self.pt_vp8),
+                };
+                let (Some(pt), Some(tx)) = (pt, api.stream_tx_by_mid(mid, None)) else { continue };
+                tx.write_rtp(
+                    RtpWrite::new(pt, p.seq.into(), p.ts, p.capture, p.payload)
+                        .marker(p.marker)
+                        .nackable(p.kind == MediaKind::Video),
+                );
+            }
+        }
+        self.scratch = packets;
+        // One drain for the whole burst (a video frame is several packets).
+        self.drain(now);
+    }
+
+    /// Drains `poll_output` to `Timeout`: transmits enter the link's `Up` direction, events update the metrics.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            if !self.rtc.is_alive() {
+                self.alive = false;
+                self.connected = false;
+                self.rtc_timeout = now + Duration::from_secs(3600);
+                return;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.rtc_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let bytes: Vec<u8> = t.contents.into();
+                    let size = bytes.len() + IP_UDP_OVERHEAD;
+                    self.link.send(now, LinkDir::Up, size, Datagram { addr: t.destination, bytes });
+                }
+                Ok(Output::Event(e)) => self.on_event(now, e),
+                Err(e) => {
+                    debug!(site = self.site_id, "rtc failed: {e}");
+                    self.error.get_or_insert_with(|| format!("WebRTC failed: {e}"));
+                    self.rtc.disconnect();
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                self.metrics.on_connected(now);
+                if let Some(cfg) = &self.publish
+                    && self.publisher.is_none()
+                {
+                    self.publisher = Some(Publisher::new(cfg.clone(), now, self.seed ^ 0x70b1_15e7));
+                }
+                debug!(site = self.site_id, "connected");
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                if !self.metrics.connected() {
+                    self.error.get_or_insert_with(|| "ICE failed: no answer to the connectivity checks".into());
+                }
+                self.connected = false;
+                debug!(site = self.site_id, "ICE disconnected");
+            }
+            Event::RtpPacket(p) => {
+                let ssrc = p.header.ssrc;
+                let found = match self.ssrc_mid.get(&ssrc) {
+                    Some(v) => Some(*v),
+                    None => {
+                        let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                        let kind = mid.and_then(|m| self.rtc.media(m).map(|md| md.kind()));
+                        let v = mid.zip(kind);
+                        if let Some(v) = v {
+                            self.ssrc_mid.insert(ssrc, v);
+                        }
+                        v
+                    }
+                };
+                let Some((mid, kind)) = found else { return };
+                self.metrics.on_packet(
+                    now,
+                    PacketInfo {
+                        mid,
+                        kind,
+                        seq: *p.seq_no,
+                        ts: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload: &p.payload,
+                    },
+                );
+            }
+            Event::KeyframeRequest(r) => {
+                if r.mid == self.video_mid
+                    && let Some(p) = &mut self.publisher
+                {
+                    p.request_keyframe();
+                }
+            }
+            _ => {}
+        }
+    }
+}

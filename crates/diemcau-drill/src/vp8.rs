@@ -1,0 +1,111 @@
+//! The VP8 RTP payload descriptor (RFC 7741 §4.2) and the start of the VP8 payload header (RFC 6386 §9.1): written by
+//! the synthetic publisher, read by the synthetic receiver to find frame starts and keyframes.
+//!
+//! The receiver's parser is written independently of the bridge's (`diemcau-media/src/vp8.rs`), so a drill also checks
+//! that the bridge forwards descriptors a decoder would accept. Input is untrusted: every read is bounds checked.
+
+/// Length of the descriptor we write: X=1, I=1 with a 15-bit PictureID.
+pub(crate) const DESCRIPTOR_LEN: usize = 4;
+
+/// Writes our payload descriptor: `start` sets S (start of the frame's partition 0), PictureID is 15 bits.
+pub(crate) fn write_descriptor(out: &mut Vec<u8>, start: bool, picture_id: u16) {
+    // X=1 (extension follows), N=0, S, PID=0.
+    out.push(0x80 | if start { 0x10 } else { 0 });
+    // I=1: PictureID present.
+    out.push(0x80);
+    // M=1: 15-bit PictureID.
+    out.push(0x80 | ((picture_id >> 8) as u8 & 0x7f));
+    out.push(picture_id as u8);
+}
+
+/// Writes the VP8 frame tag (3 bytes) and, for a keyframe, the start code and dimensions (7 more bytes).
+/// The tag's P bit is 0 for a keyframe, 1 for an interframe.
+pub(crate) fn write_payload_header(out: &mut Vec<u8>, keyframe: bool, first_part_size: u32, width: u16, height: u16) {
+    let size = first_part_size & 0x7_ffff;
+    let p = u8::from(!keyframe);
+    // P | version 0 | show_frame 1 | size bits 0..3
+    out.push(p | (1 << 4) | (((size & 0x7) as u8) << 5));
+    out.push((size >> 3) as u8);
+    out.push((size >> 11) as u8);
+    if keyframe {
+        out.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+        out.extend_from_slice(&(width & 0x3fff).to_le_bytes());
+        out.extend_from_slice(&(height & 0x3fff).to_le_bytes());
+    }
+}
+
+/// What the receiver needs to know about one VP8 RTP payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Vp8Info {
+    /// First packet of a frame (S=1 and partition index 0).
+    pub(crate) frame_start: bool,
+    /// First packet of a keyframe (a frame start whose payload header has P=0).
+    pub(crate) keyframe: bool,
+}
+
+/// Parses the descriptor at the start of a VP8 RTP payload; `None` when it is malformed.
+pub(crate) fn parse(payload: &[u8]) -> Option<Vp8Info> {
+    let first = *payload.first()?;
+    let mut off = 1usize;
+    if first & 0x80 != 0 {
+        let ext = *payload.get(off)?;
+        off += 1;
+        if ext & 0x80 != 0 {
+            let pid = *payload.get(off)?;
+            off += if pid & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            off += 1;
+        }
+        if ext & 0x30 != 0 {
+            off += 1;
+        }
+    }
+    let frame_start = first & 0x10 != 0 && first & 0x07 == 0;
+    if !frame_start {
+        // Continuation packets need not carry anything after the descriptor.
+        return (off <= payload.len()).then_some(Vp8Info::default());
+    }
+    let header = *payload.get(off)?;
+    Some(Vp8Info { frame_start, keyframe: header & 0x01 == 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_descriptors_parse_back() {
+        for (start, key) in [(true, true), (true, false), (false, false)] {
+            let mut p = Vec::new();
+            write_descriptor(&mut p, start, 0x1234);
+            if start {
+                write_payload_header(&mut p, key, 1000, 640, 360);
+            }
+            p.extend_from_slice(&[0u8; 20]);
+            assert_eq!(parse(&p), Some(Vp8Info { frame_start: start, keyframe: key }), "{start} {key}");
+        }
+        // The bridge's own test vector: X S | I | 15-bit id | P=0.
+        assert_eq!(parse(&[0x90, 0x80, 0x81, 0x23, 0x10]), Some(Vp8Info { frame_start: true, keyframe: true }));
+    }
+
+    #[test]
+    fn keyframe_header_has_start_code_and_size() {
+        let mut p = Vec::new();
+        write_payload_header(&mut p, true, 0x12345, 640, 360);
+        assert_eq!(p.len(), 10);
+        assert_eq!(p[0] & 1, 0, "P bit clear on a keyframe");
+        let size = u32::from(p[0] >> 5) | u32::from(p[1]) << 3 | u32::from(p[2]) << 11;
+        assert_eq!(size, 0x12345);
+        assert_eq!(&p[3..6], &[0x9d, 0x01, 0x2a]);
+        assert_eq!(u16::from_le_bytes([p[6], p[7]]), 640);
+        assert_eq!(u16::from_le_bytes([p[8], p[9]]), 360);
+    }
+
+    #[test]
+    fn truncated_or_empty_is_none() {
+        for p in [&[][..], &[0x90], &[0x90, 0x80], &[0x90, 0x80, 0x81], &[0x90, 0x80, 0x81, 0x23], &[0x10]] {
+            assert_eq!(parse(p), None, "{p:?}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! A swarm against the real bridge, in process: a synthetic chair publishes 500 kbit/s VP8-shaped video and Opus-shaped
+//! audio; ten synthetic communes (half on fibre, half on 3G, each behind its own emulated link) join through the
+//! signalling, connect with ICE/DTLS/SRTP and must all receive the chair. Prints the swarm's CPU cost per received
+//! packet (`swarm cost:`).
+
+use std::time::Duration;
+
+use diemcau_drill::{Swarm, SwarmConfig, parse_mix};
+use diemcau_proto::Role;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_sites_on_fibre_and_3g_receive_the_chair() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let running = diemcau::start(diemcau::Config::for_tests(dir.path())).await?;
+    let ws_url = format!("ws://{}/ws", running.http_addr);
+    let meeting = running.demo.meeting_id;
+
+    let chair_id = running.demo.chair_site_id;
+    let mut chair = SwarmConfig::new(ws_url.clone(), vec![(chair_id, running.token(Role::Chair, chair_id))]);
+    chair.publish = true;
+    chair.duration = Duration::from_secs(10);
+    chair.seed = 7;
+
+    let invited = running.state.store().invited_sites(meeting)?;
+    assert!(invited.len() >= 10, "the demo invites {} sites", invited.len());
+    let tokens: Vec<(i64, String)> = invited.iter().take(10).map(|s| (s.id, running.token(Role::Site, s.id))).collect();
+    let mut sites = SwarmConfig::new(ws_url, tokens);
+    sites.mix = parse_mix("fibre:50,3g:50")?;
+    sites.duration = Duration::from_secs(8);
+    sites.join_spread = Duration::from_secs(1);
+    sites.seed = 11;
+
+    let chair_run = tokio::spawn(Swarm::new(chair)?.run(|_| {}));
+    // Let the chair connect first, as in a real meeting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = Swarm::new(sites)?
+        .run(|p| {
+            eprintln!(
+                "{:>4.1} s: {}/{} joined, {} connected, {} with video",
+                p.elapsed.as_secs_f64(),
+                p.joined,
+                p.sites,
+                p.connected,
+                p.receiving_video
+            )
+        })
+        .await?;
+    let chair_report = chair_run.await??;
+    running.shutdown().await;
+
+    for s in &report.sites {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} ms"));
+        eprintln!(
+            "site {:>3} {:<6} connected {:>7}, first frame {:>7}, {:>4} frames, audio continuity {:.3}, loss after repair \
+             {:.4}",
+            s.site_id,
+            s.profile,
+            ms(s.connect_ms),
+            ms(s.first_frame_ms),
+            s.video.frames,
+            s.audio.continuity.unwrap_or(0.0),
+            s.loss_after_repair
+        );
+    }
+    eprintln!("{}", serde_json::to_string_pretty(&report.profiles)?);
+    let c = &report.cost;
+    eprintln!(
+        "swarm cost: {:.1} ms CPU on {} media thread(s) for {} RTP packets ({} datagrams in, {} out; {} wakeups, \
+         {} site timeouts) over {:.1} s: {:.2} µs per received RTP packet, {:.3} ms per site-second",
+        c.cpu_ms.unwrap_or(f64::NAN),
+        c.threads,
+        c.rtp_packets,
+        c.datagrams_in,
+        c.datagrams_out,
+        c.wakeups,
+        c.site_timeouts,
+        report.duration_ms / 1000.0,
+        c.cpu_us_per_rtp_packet.unwrap_or(f64::NAN),
+        c.cpu_ms_per_site_second.unwrap_or(f64::NAN),
+    );
+
+    let chair_site = &chair_report.sites[0];
+    assert!(chair_site.connected, "chair: {chair_site:?}");
+    assert_eq!(chair_site.role, "chair");
+
+    assert_eq!(report.sites.len(), 10);
+    for s in &report.sites {
+        let what = serde_json::to_string(s)?;
+        assert!(s.error.is_none(), "{what}");
+        assert!(s.connected, "{what}");
+        assert_eq!(s.role, "site");
+        assert!(s.video.frames > 0 && s.video.keyframes > 0, "no chair video: {what}");
+        assert!(s.audio.packets > 0, "no chair audio: {what}");
+        let ttff = s.first_frame_ms.unwrap_or(f64::INFINITY);
+        assert!(ttff < 3_000.0, "time to first frame {ttff} ms: {what}");
+        if s.profile == "fibre" {
+            let cont = s.audio.continuity.unwrap_or(0.0);
+            assert!(cont > 0.9, "audio continuity {cont} on fibre: {what}");
+        }
+    }
+    let fibre = report.profiles.iter().find(|p| p.profile == "fibre").ok_or("no fibre summary")?;
+    let g3 = report.profiles.iter().find(|p| p.profile == "3g").ok_or("no 3g summary")?;
+    assert_eq!((fibre.sites, fibre.connected, g3.sites, g3.connected), (5, 5, 5, 5));
+    assert!(report.cost.rtp_packets > 0);
+    Ok(())
+}
