@@ -96,6 +96,10 @@ pub(crate) struct Shard {
     keyframe_last: HashMap<TrackId, Instant>,
     deferred: Vec<Deferred>,
     garbage: u64,
+    /// One DTLS certificate for every peer of the shard: generating one per join costs ~1.5 ms of shard CPU, which a
+    /// join storm of hundreds of sites turns into stalled packet handling. (Its fingerprint is in every answer;
+    /// sharing it across sessions is what browsers do per origin.)
+    dtls_cert: Option<str0m::config::DtlsCert>,
 }
 
 const MAX_BATCH: usize = 64;
@@ -122,6 +126,7 @@ impl Shard {
             keyframe_last: HashMap::new(),
             deferred: Vec::new(),
             garbage: 0,
+            dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
         }
     }
 
@@ -292,14 +297,18 @@ impl Shard {
         let now = crate::now();
         let is_new = !self.peers.contains_key(&pid);
         if is_new {
-            let mut rtc = RtcConfig::new()
+            let cfg = RtcConfig::new()
                 .set_ice_lite(true)
                 .set_rtp_mode(true)
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_vp8(true)
-                .set_stats_interval(Some(Duration::from_secs(1)))
-                .build(now);
+                .set_stats_interval(Some(Duration::from_secs(1)));
+            let cfg = match &self.dtls_cert {
+                Some(cert) => cfg.set_dtls_cert(cert.clone()),
+                None => cfg,
+            };
+            let mut rtc = cfg.build(now);
             let cand = Candidate::host(self.advertised, "udp").map_err(|e| MediaError::BadSdp(e.to_string()))?;
             rtc.add_local_candidate(cand);
             let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
