@@ -34,6 +34,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MeetingCmd,
     },
+    /// Join synthetic sites (real WebRTC endpoints, each behind an emulated link) to a meeting of the bridge whose
+    /// database this config names, measure what they receive, and report per site and per link profile.
+    Swarm {
+        /// Meeting id.
+        #[arg(long, default_value_t = 1)]
+        meeting: i64,
+        /// How many of the meeting's invited sites join (in invitation order).
+        #[arg(long, default_value_t = 10)]
+        sites: usize,
+        /// Link presets and shares, e.g. `3g:40,adsl:40,vsat:20` (presets: config/links.toml).
+        #[arg(long, default_value = "fibre:100")]
+        mix: String,
+        /// Seconds from the start to the report.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Seconds over which the joins are spread.
+        #[arg(long, default_value_t = 2)]
+        join_spread: u64,
+        /// Media threads of the swarm.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// WebSocket URL of the bridge (default: from the config's http.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Write the full JSON report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Mint a join token (prints the token and the page URL).
     Token {
         /// Meeting id.
@@ -171,6 +199,68 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&cfg)?;
             for m in store.meetings()? {
                 println!("{}\t{}\tchair {}\t{} invited", m.id, m.title, m.chair_site_id, m.invited.len());
+            }
+            Ok(())
+        }
+        Cmd::Swarm { meeting, sites, mix, duration, join_spread, threads, url, out } => {
+            let store = open_store(&cfg)?;
+            let m = store.meeting(meeting)?.with_context(|| format!("meeting {meeting} does not exist"))?;
+            anyhow::ensure!(sites >= 1, "--sites must be at least 1");
+            anyhow::ensure!(
+                sites <= m.invited.len(),
+                "--sites {sites}: meeting {meeting} invites only {} sites",
+                m.invited.len()
+            );
+            let secret = store.secret()?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+            let exp = now + duration as i64 + 3600;
+            let tokens: Vec<(i64, String)> = m.invited[..sites]
+                .iter()
+                .map(|id| {
+                    (*id, token::sign(&secret, &Claims { meeting_id: meeting, site_id: *id, role: Role::Site, exp }))
+                })
+                .collect();
+            let url = url.unwrap_or_else(|| format!("ws://{}/ws", cfg.http.listen));
+            let mut sc = diemcau_drill::SwarmConfig::new(url, tokens);
+            sc.mix = diemcau_drill::parse_mix(&mix)?;
+            sc.duration = std::time::Duration::from_secs(duration);
+            sc.join_spread = std::time::Duration::from_secs(join_spread);
+            sc.threads = threads.max(1);
+            let swarm = diemcau_drill::Swarm::new(sc)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = rt.block_on(swarm.run(|p| {
+                eprintln!(
+                    "[{:>4.0} s] joined {}/{}, connected {}, receiving video {}, failed {}",
+                    p.elapsed.as_secs_f64(),
+                    p.joined,
+                    p.sites,
+                    p.connected,
+                    p.receiving_video,
+                    p.failed
+                );
+            }))?;
+            println!(
+                "profile\tsites\tconnected\tvideo\taudio\tfirst frame p50 ms\taudio continuity\tworst gap ms\tfreeze %"
+            );
+            for p in &report.profiles {
+                let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{:.2}",
+                    p.profile,
+                    p.sites,
+                    p.connected,
+                    p.with_video,
+                    p.with_audio,
+                    f(p.first_frame_median_ms),
+                    p.audio_continuity_mean.map(|x| format!("{:.4}", x)).unwrap_or_else(|| "–".into()),
+                    f(p.audio_worst_gap_ms),
+                    100.0 * p.freeze_share
+                );
+            }
+            if let Some(path) = out {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("report: {}", path.display());
             }
             Ok(())
         }
