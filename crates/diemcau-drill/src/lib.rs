@@ -45,17 +45,23 @@
 //! (`swarm cost:`), and
 //! [`SwarmReport::cost`] carries it in every drill report.
 
+pub mod drill;
 pub mod error;
 pub mod metrics;
 pub mod publisher;
+pub mod report_html;
 pub mod signal;
 pub mod site;
 pub mod swarm;
 mod vp8;
 
+pub use drill::{DrillReport, Scenario, Thresholds};
 pub use error::DrillError;
 pub use metrics::{Metrics, SiteReport};
 pub use publisher::{Publisher, PublisherConfig};
 pub use signal::{SignalClient, Welcome};
 pub use site::{Datagram, SiteConfig, SyntheticSite};
-pub use swarm::{ProfileSummary, Progress, Swarm, SwarmConfig, SwarmReport, parse_mix};
+pub use swarm::{
+    EventReport, LinkEvent, ProfileSeries, ProfileSummary, Progress, SeriesPoint, Swarm, SwarmConfig, SwarmReport,
+    parse_mix,
+};

@@ -149,12 +149,14 @@ struct PendingFrame {
     end_seq: Option<u64>,
     packets: u64,
     keyframe: bool,
+    height: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct CompleteFrame {
     end_seq: u64,
     keyframe: bool,
+    height: Option<u16>,
 }
 
 /// Reassembles frames and follows the decoding chain of one video stream.
@@ -176,6 +178,8 @@ struct VideoStream {
     freezes: u64,
     freeze_time: Duration,
     longest_frame_gap: Duration,
+    /// Height of the last decoded keyframe (the layer being received).
+    height: Option<u16>,
 }
 
 impl VideoStream {
@@ -190,6 +194,7 @@ impl VideoStream {
         if info.frame_start {
             frame.start_seq = Some(p.seq);
             frame.keyframe = info.keyframe;
+            frame.height = info.height;
         }
         if p.marker {
             frame.end_seq = Some(p.seq);
@@ -198,9 +203,9 @@ impl VideoStream {
             && end >= start
             && frame.packets == end - start + 1
         {
-            let keyframe = frame.keyframe;
+            let (keyframe, height) = (frame.keyframe, frame.height);
             self.pending.remove(&ts);
-            self.complete.insert(start, (ts, CompleteFrame { end_seq: end, keyframe }));
+            self.complete.insert(start, (ts, CompleteFrame { end_seq: end, keyframe, height }));
         }
         self.decode(now);
         while self.pending.len() > MAX_PENDING_FRAMES {
@@ -230,6 +235,9 @@ impl VideoStream {
             self.frames += 1;
             if frame.keyframe {
                 self.keyframes += 1;
+                if frame.height.is_some() {
+                    self.height = frame.height;
+                }
             }
             if let Some(last) = self.last_frame_at {
                 let gap = now.saturating_duration_since(last);
@@ -524,6 +532,29 @@ impl Metrics {
         (secs > 0.0).then(|| (bytes - b0) as f64 * 8.0 / secs / 1000.0)
     }
 
+    /// Running totals and the state at `now`, for time series (see [`Snapshot`]).
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut snap = Snapshot { connected: self.connected_at.is_some(), ..Snapshot::default() };
+        for s in &self.streams {
+            snap.bytes += s.bytes;
+            match &s.state {
+                KindState::Video(v) => {
+                    snap.frames += v.frames;
+                    if let Some(last) = v.last_frame_at {
+                        snap.watching = true;
+                        snap.frozen |= now.saturating_duration_since(last) > FREEZE_AFTER;
+                    }
+                    snap.height = snap.height.max(v.height);
+                }
+                KindState::Audio(_) => {
+                    snap.audio_packets += s.packets;
+                    snap.hearing |= s.first_at.is_some();
+                }
+            }
+        }
+        snap
+    }
+
     fn video(&self) -> impl Iterator<Item = &VideoStream> {
         self.streams.iter().filter_map(|s| match &s.state {
             KindState::Video(v) => Some(v),
@@ -601,6 +632,27 @@ impl Metrics {
 
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// A site's running totals and state at one instant; the difference of two is what the site received in between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// ICE and DTLS came up (at any time).
+    pub connected: bool,
+    /// RTP payload bytes received, all streams.
+    pub bytes: u64,
+    /// Video frames decoded.
+    pub frames: u64,
+    /// Audio packets received (20 ms each from the synthetic publisher and the browsers).
+    pub audio_packets: u64,
+    /// A frame was decoded once (freezes count from then on).
+    pub watching: bool,
+    /// Watching, and no frame for over 500 ms.
+    pub frozen: bool,
+    /// Audio arrived once.
+    pub hearing: bool,
+    /// Height of the last decoded keyframe: the layer received.
+    pub height: Option<u16>,
 }
 
 /// Video received by one site (all its video slots together).

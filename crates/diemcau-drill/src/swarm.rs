@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use diemcau_netem::{Profile, Timeline};
+use std::collections::BTreeMap;
+
+use diemcau_netem::{Change, Profile, Step, Timeline};
 use diemcau_proto::{ClientMsg, ClientStats, Role, ServerMsg};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -38,7 +40,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::DrillError;
-use crate::metrics::SiteReport;
+use crate::metrics::{SiteReport, Snapshot};
 use crate::publisher::PublisherConfig;
 use crate::signal::{SignalClient, Welcome};
 use crate::site::{Datagram, SiteConfig, SyntheticSite};
@@ -74,6 +76,8 @@ pub struct SwarmConfig {
     pub publisher: PublisherConfig,
     /// Scripted link changes, from each site's join start.
     pub timeline: Timeline,
+    /// Link changes at times from the start of the swarm, each for a share of the sites (drills).
+    pub events: Vec<LinkEvent>,
     /// The address the sites' sockets bind to (their ICE host candidate): loopback by default.
     pub bind_ip: IpAddr,
 }
@@ -92,8 +96,141 @@ impl SwarmConfig {
             join_spread: Duration::ZERO,
             publisher: PublisherConfig::default(),
             timeline: Timeline::default(),
+            events: Vec::new(),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+}
+
+/// A link change at a time from the start of the swarm, applied to a share of the sites (chosen with the swarm's
+/// seed, so a drill replays the same way) behind some presets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkEvent {
+    /// From the start of the swarm. A site that joins later gets the change as soon as it joins.
+    pub at: Duration,
+    /// What changes on each chosen site's link.
+    pub change: Change,
+    /// Share of the eligible sites, `0..=1`.
+    pub share: f64,
+    /// Presets whose sites are eligible; empty: all.
+    pub profiles: Vec<String>,
+}
+
+/// Where a swarm's [`LinkEvent`] landed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventReport {
+    /// From the start of the swarm, ms.
+    pub at_ms: f64,
+    /// The change, in words.
+    pub change: String,
+    /// The presets it was for (empty: all).
+    pub profiles: Vec<String>,
+    /// Sites it was applied to.
+    pub sites: usize,
+}
+
+/// One second of one preset's sites, summed over them (see [`ProfileSeries`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Seconds from the start of the swarm (the end of the second measured).
+    pub t_s: u32,
+    /// Sites that had joined (their media running).
+    pub joined: u32,
+    /// Of which connected.
+    pub connected: u32,
+    /// Of which had decoded a frame.
+    pub watching: u32,
+    /// Of which had no new frame for over 500 ms (frozen).
+    pub frozen: u32,
+    /// Of which had received audio.
+    pub hearing: u32,
+    /// Mean receive rate over the connected sites, kbit/s (RTP payload).
+    pub kbps_mean: f64,
+    /// Mean decoded frames per second over the watching sites.
+    pub fps_mean: f64,
+    /// Audio packets received over those expected (20 ms each) by the hearing sites.
+    pub audio_continuity: Option<f64>,
+    /// Sites by the height of the layer they decode (the last keyframe's), e.g. `{"360": 40}`.
+    pub layers: BTreeMap<u16, u32>,
+}
+
+/// A preset's time series, one point per second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProfileSeries {
+    /// The preset.
+    pub profile: String,
+    /// One per second from the start, in order.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// Sums of one second of one preset on one media thread.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    joined: u32,
+    connected: u32,
+    watching: u32,
+    frozen: u32,
+    hearing: u32,
+    kbps_sum: f64,
+    fps_sum: f64,
+    audio_packets: f64,
+    audio_expected: f64,
+    layers: BTreeMap<u16, u32>,
+}
+
+impl Bucket {
+    fn merge(&mut self, o: &Bucket) {
+        self.joined += o.joined;
+        self.connected += o.connected;
+        self.watching += o.watching;
+        self.frozen += o.frozen;
+        self.hearing += o.hearing;
+        self.kbps_sum += o.kbps_sum;
+        self.fps_sum += o.fps_sum;
+        self.audio_packets += o.audio_packets;
+        self.audio_expected += o.audio_expected;
+        for (h, n) in &o.layers {
+            *self.layers.entry(*h).or_default() += n;
+        }
+    }
+
+    fn point(&self, t_s: u32) -> SeriesPoint {
+        let mean = |sum: f64, n: u32| if n > 0 { sum / f64::from(n) } else { 0.0 };
+        SeriesPoint {
+            t_s,
+            joined: self.joined,
+            connected: self.connected,
+            watching: self.watching,
+            frozen: self.frozen,
+            hearing: self.hearing,
+            kbps_mean: mean(self.kbps_sum, self.connected),
+            fps_mean: mean(self.fps_sum, self.watching),
+            audio_continuity: (self.audio_expected > 0.0).then(|| (self.audio_packets / self.audio_expected).min(1.0)),
+            layers: self.layers.clone(),
+        }
+    }
+}
+
+/// When site `i` of `n` starts to join.
+fn join_offset(i: usize, n: usize, spread: Duration) -> Duration {
+    if n > 1 { spread.mul_f64(i as f64 / n as f64) } else { Duration::ZERO }
+}
+
+/// Describes a change for reports.
+fn describe(change: &Change) -> String {
+    let dir = |d: &Option<diemcau_netem::Direction>| match d {
+        Some(diemcau_netem::Direction::Up) => " (up)",
+        Some(diemcau_netem::Direction::Down) => " (down)",
+        None => "",
+    };
+    match change {
+        Change::Profile(_) => "new link profile".to_owned(),
+        Change::Rate { dir: d, kbps: Some(k) } => format!("rate {k} kbit/s{}", dir(d)),
+        Change::Rate { dir: d, kbps: None } => format!("rate unlimited{}", dir(d)),
+        Change::Loss { dir: d, loss } => format!("loss {:.1}%{}", loss * 100.0, dir(d)),
+        Change::Outage { dir: d, duration: Some(t) } => format!("outage {:.1} s{}", t.as_secs_f64(), dir(d)),
+        Change::Outage { dir: d, duration: None } => format!("outage{}", dir(d)),
+        Change::Recover { dir: d } => format!("recover{}", dir(d)),
     }
 }
 
@@ -195,6 +332,10 @@ pub struct SwarmReport {
     pub profiles: Vec<ProfileSummary>,
     /// What the media threads cost.
     pub cost: CostReport,
+    /// Per link preset (mix order), one point per second.
+    pub series: Vec<ProfileSeries>,
+    /// The link events and the sites each was applied to.
+    pub events: Vec<EventReport>,
 }
 
 /// A swarm, validated and ready to run.
@@ -203,6 +344,10 @@ pub struct Swarm {
     cfg: SwarmConfig,
     /// Per site: the preset's name and profile.
     assignment: Vec<(String, Profile)>,
+    /// Per site: its timeline (the common one plus the events that chose it).
+    timelines: Vec<Timeline>,
+    /// Per event: where it landed.
+    events: Vec<EventReport>,
 }
 
 struct SitePlan {
@@ -210,7 +355,9 @@ struct SitePlan {
     site_id: i64,
     token: String,
     profile_name: String,
+    profile_index: usize,
     profile: Profile,
+    timeline: Timeline,
     seed: u64,
     at: Duration,
 }
@@ -234,6 +381,7 @@ struct Counters {
 
 struct NewSite {
     global: usize,
+    profile: usize,
     site: SyntheticSite,
     socket: std::net::UdpSocket,
     shared: Arc<SiteShared>,
@@ -268,6 +416,8 @@ struct ThreadResult {
     send_errors: u64,
     wakeups: u64,
     site_timeouts: u64,
+    /// Per preset (mix order), per second from the start.
+    buckets: Vec<Vec<Bucket>>,
 }
 
 struct SessionOutcome {
@@ -324,8 +474,53 @@ impl Swarm {
         }
         let mut which: Vec<usize> = counts.iter().flat_map(|&(i, c, _)| std::iter::repeat_n(i, c)).collect();
         which.shuffle(&mut StdRng::seed_from_u64(cfg.seed));
-        let assignment = which.into_iter().map(|i| (cfg.mix[i].0.clone(), profiles[i].clone())).collect();
-        Ok(Self { cfg, assignment })
+        let assignment: Vec<(String, Profile)> =
+            which.into_iter().map(|i| (cfg.mix[i].0.clone(), profiles[i].clone())).collect();
+
+        // Events: each picks its share of the eligible sites with the seed and lands on their own timelines, at its
+        // time less the site's join offset.
+        let mut per_site: Vec<Vec<Step>> = vec![cfg.timeline.steps().to_vec(); n];
+        let mut events = Vec::with_capacity(cfg.events.len());
+        let mut rng = StdRng::seed_from_u64(splitmix(cfg.seed ^ 0x6576_656e_7473));
+        for (k, ev) in cfg.events.iter().enumerate() {
+            if !(0.0..=1.0).contains(&ev.share) {
+                return Err(DrillError::Config(format!("event {}: share {} is not within 0..=1", k + 1, ev.share)));
+            }
+            for p in &ev.profiles {
+                if !cfg.mix.iter().any(|(name, _)| name == p) {
+                    return Err(DrillError::Config(format!(
+                        "event {}: profile `{p}` is not in the mix ({})",
+                        k + 1,
+                        cfg.mix.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+            let mut eligible: Vec<usize> = (0..n)
+                .filter(|&i| ev.profiles.is_empty() || ev.profiles.iter().any(|p| *p == assignment[i].0))
+                .collect();
+            eligible.shuffle(&mut rng);
+            let take = (ev.share * eligible.len() as f64).round() as usize;
+            for &i in &eligible[..take.min(eligible.len())] {
+                let at = ev.at.saturating_sub(join_offset(i, n, cfg.join_spread));
+                per_site[i].push(Step { at, change: ev.change.clone() });
+            }
+            events.push(EventReport {
+                at_ms: ev.at.as_secs_f64() * 1000.0,
+                change: describe(&ev.change),
+                profiles: ev.profiles.clone(),
+                sites: take.min(eligible.len()),
+            });
+        }
+        let timelines: Vec<Timeline> = per_site.into_iter().map(Timeline::new).collect();
+        for t in &timelines {
+            t.validate()?;
+        }
+        Ok(Self { cfg, assignment, timelines, events })
+    }
+
+    /// Where each event landed (sites per event), known before the run.
+    pub fn events(&self) -> &[EventReport] {
+        &self.events
     }
 
     /// The preset each site will run behind, in token order.
@@ -336,7 +531,7 @@ impl Swarm {
     /// Runs the swarm on the current tokio runtime (for signalling) and `threads` media threads, calling `progress`
     /// once a second, and returns the report at the end of the duration.
     pub async fn run(self, mut progress: impl FnMut(&Progress)) -> Result<SwarmReport, DrillError> {
-        let Swarm { cfg, assignment } = self;
+        let Swarm { cfg, assignment, timelines, events } = self;
         let n = cfg.tokens.len();
         let names: Vec<String> = assignment.iter().map(|(name, _)| name.clone()).collect();
         let counters = Arc::new(Counters::default());
@@ -349,8 +544,9 @@ impl Swarm {
             let (tx, rx) = mpsc::channel();
             let (done_tx, done_rx) = oneshot::channel();
             let c = counters.clone();
+            let profiles = cfg.mix.len();
             std::thread::Builder::new().name(format!("diemcau-swarm-{t}")).spawn(move || {
-                let res = media_thread(poll, rx, c);
+                let res = media_thread(poll, rx, c, started, profiles);
                 let _ = done_tx.send(res);
             })?;
             threads.push((ThreadHandle { tx, waker }, done_rx));
@@ -358,21 +554,24 @@ impl Swarm {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sessions = Vec::with_capacity(n);
-        for (global, ((site_id, token), (profile_name, profile))) in cfg.tokens.iter().zip(assignment).enumerate() {
-            let at = if n > 1 { cfg.join_spread.mul_f64(global as f64 / n as f64) } else { Duration::ZERO };
+        for (global, (((site_id, token), (profile_name, profile)), timeline)) in
+            cfg.tokens.iter().zip(assignment).zip(timelines).enumerate()
+        {
+            let profile_index = cfg.mix.iter().position(|(name, _)| *name == profile_name).unwrap_or(0);
             let plan = SitePlan {
                 global,
                 site_id: *site_id,
                 token: token.clone(),
                 profile_name,
+                profile_index,
                 profile,
+                timeline,
                 seed: splitmix(cfg.seed.wrapping_add(global as u64)),
-                at,
+                at: join_offset(global, n, cfg.join_spread),
             };
             let ctx = SessionCtx {
                 ws_url: cfg.ws_url.clone(),
                 publish: cfg.publish.then(|| cfg.publisher.clone()),
-                timeline: cfg.timeline.clone(),
                 bind_ip: cfg.bind_ip,
                 thread: threads[global % cfg.threads].0.clone(),
                 counters: counters.clone(),
@@ -420,7 +619,9 @@ impl Swarm {
                 outcomes.push(o);
             }
         }
-        Ok(build_report(&cfg, &names, duration, results, outcomes))
+        let mut report = build_report(&cfg, &names, duration, results, outcomes);
+        report.events = events;
+        Ok(report)
     }
 }
 
@@ -435,7 +636,17 @@ fn build_report(
     let mut sites: Vec<Option<SiteReport>> = vec![None; n];
     let mut cost = CostReport { threads: cfg.threads, ..CostReport::default() };
     let mut cpu = Some(Duration::ZERO);
+    let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); cfg.mix.len()];
     for r in results {
+        for (p, series) in r.buckets.iter().enumerate() {
+            let Some(into) = buckets.get_mut(p) else { continue };
+            if into.len() < series.len() {
+                into.resize(series.len(), Bucket::default());
+            }
+            for (a, b) in into.iter_mut().zip(series) {
+                a.merge(b);
+            }
+        }
         for (g, rep) in r.reports {
             if let Some(s) = sites.get_mut(g) {
                 *s = Some(rep);
@@ -486,7 +697,17 @@ fn build_report(
     }
     let profiles =
         cfg.mix.iter().map(|(name, _)| summarize(name, sites.iter().filter(|s| &s.profile == name))).collect();
-    SwarmReport { duration_ms: secs * 1000.0, sites, profiles, cost }
+    let series = cfg
+        .mix
+        .iter()
+        .zip(buckets)
+        .map(|((name, _), b)| ProfileSeries {
+            profile: name.clone(),
+            // Bucket k holds the second that ended at k s; bucket 0 is empty.
+            points: b.iter().enumerate().skip(1).map(|(k, b)| b.point(k as u32)).collect(),
+        })
+        .collect();
+    SwarmReport { duration_ms: secs * 1000.0, sites, profiles, cost, series, events: Vec::new() }
 }
 
 /// Aggregates the reports of the sites behind one preset.
@@ -535,7 +756,6 @@ fn splitmix(seed: u64) -> u64 {
 struct SessionCtx {
     ws_url: String,
     publish: Option<PublisherConfig>,
-    timeline: Timeline,
     bind_ip: IpAddr,
     thread: ThreadHandle,
     counters: Arc<Counters>,
@@ -647,7 +867,7 @@ async fn join(
         role: welcome.role,
         profile_name: plan.profile_name.clone(),
         profile: plan.profile.clone(),
-        timeline: ctx.timeline.clone(),
+        timeline: plan.timeline.clone(),
         seed: plan.seed,
         local_addr,
         publish: ctx.publish.clone(),
@@ -658,13 +878,16 @@ async fn join(
     let answer = client.offer(offer).await?;
     site.apply_answer(Instant::now(), &answer)?;
     let shared = Arc::new(SiteShared::default());
-    let new = NewSite { global: plan.global, site, socket, shared: shared.clone() };
+    let new = NewSite { global: plan.global, profile: plan.profile_index, site, socket, shared: shared.clone() };
     ctx.thread.send(ThreadCmd::Add(Box::new(new)))?;
     Ok((client, welcome, shared))
 }
 
 struct Slot {
     global: usize,
+    profile: usize,
+    /// The snapshot at the last tick, and when.
+    last: Option<(Instant, Snapshot)>,
     site: SyntheticSite,
     socket: UdpSocket,
     shared: Arc<SiteShared>,
@@ -691,9 +914,17 @@ struct MediaThread {
     datagrams_out: u64,
     send_errors: u64,
     site_timeouts: u64,
+    started: Instant,
+    buckets: Vec<Vec<Bucket>>,
 }
 
-fn media_thread(poll: Poll, rx: mpsc::Receiver<ThreadCmd>, counters: Arc<Counters>) -> ThreadResult {
+fn media_thread(
+    poll: Poll,
+    rx: mpsc::Receiver<ThreadCmd>,
+    counters: Arc<Counters>,
+    started: Instant,
+    profiles: usize,
+) -> ThreadResult {
     let cpu0 = thread_cpu_time();
     let mut t = MediaThread {
         poll,
@@ -705,10 +936,16 @@ fn media_thread(poll: Poll, rx: mpsc::Receiver<ThreadCmd>, counters: Arc<Counter
         datagrams_out: 0,
         send_errors: 0,
         site_timeouts: 0,
+        started,
+        buckets: vec![Vec::new(); profiles],
     };
     let mut wakeups = 0u64;
     let mut events = Events::with_capacity(1024);
-    let mut next_tick = Instant::now() + TICK;
+    // Ticks on whole seconds from the start, so that every thread's second k lands in the same bucket.
+    let mut next_tick = started + TICK;
+    while next_tick <= Instant::now() {
+        next_tick += TICK;
+    }
     let mut due = Vec::new();
     'run: loop {
         let now = Instant::now();
@@ -763,7 +1000,9 @@ fn media_thread(poll: Poll, rx: mpsc::Receiver<ThreadCmd>, counters: Arc<Counter
             t.timeout(i, now);
         }
         if now >= next_tick {
-            next_tick = now + TICK;
+            while next_tick <= now {
+                next_tick += TICK;
+            }
             t.tick(now);
         }
     }
@@ -775,6 +1014,7 @@ fn media_thread(poll: Poll, rx: mpsc::Receiver<ThreadCmd>, counters: Arc<Counter
         send_errors: t.send_errors,
         wakeups,
         site_timeouts: t.site_timeouts,
+        buckets: std::mem::take(&mut t.buckets),
         ..ThreadResult::default()
     };
     for s in t.slots.into_iter().flatten() {
@@ -795,6 +1035,8 @@ impl MediaThread {
         }
         let slot = Slot {
             global: new.global,
+            profile: new.profile,
+            last: None,
             site: new.site,
             socket,
             shared: new.shared,
@@ -863,7 +1105,39 @@ impl MediaThread {
     }
 
     fn tick(&mut self, now: Instant) {
+        let second = now.saturating_duration_since(self.started).as_secs_f64().round() as usize;
         for slot in self.slots.iter_mut().flatten() {
+            let snap = slot.site.metrics().snapshot(now);
+            if let Some(series) = self.buckets.get_mut(slot.profile) {
+                if series.len() <= second {
+                    series.resize(second + 1, Bucket::default());
+                }
+                let b = &mut series[second];
+                b.joined += 1;
+                b.connected += u32::from(snap.connected);
+                b.watching += u32::from(snap.watching);
+                b.frozen += u32::from(snap.frozen);
+                b.hearing += u32::from(snap.hearing);
+                if let Some(h) = snap.height {
+                    *b.layers.entry(h).or_default() += 1;
+                }
+                if let Some((at, last)) = slot.last {
+                    let dt = now.saturating_duration_since(at).as_secs_f64();
+                    if dt > 0.0 {
+                        if snap.connected {
+                            b.kbps_sum += (snap.bytes - last.bytes) as f64 * 8.0 / dt / 1000.0;
+                        }
+                        if snap.watching {
+                            b.fps_sum += (snap.frames - last.frames) as f64 / dt;
+                        }
+                        if snap.hearing && last.hearing {
+                            b.audio_packets += (snap.audio_packets - last.audio_packets) as f64;
+                            b.audio_expected += dt * 50.0;
+                        }
+                    }
+                }
+            }
+            slot.last = Some((now, snap));
             let kbps = slot.site.metrics_mut().sample_rate(now);
             let m = slot.site.metrics();
             slot.shared.frames.store(m.frames_decoded(), Ordering::Relaxed);

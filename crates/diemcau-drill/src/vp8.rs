@@ -41,6 +41,8 @@ pub(crate) struct Vp8Info {
     pub(crate) frame_start: bool,
     /// First packet of a keyframe (a frame start whose payload header has P=0).
     pub(crate) keyframe: bool,
+    /// A keyframe's height in pixels (RFC 6386 §9.1: 14 bits after the start code), when the header is complete.
+    pub(crate) height: Option<u16>,
 }
 
 /// Parses the descriptor at the start of a VP8 RTP payload; `None` when it is malformed.
@@ -67,7 +69,13 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Vp8Info> {
         return (off <= payload.len()).then_some(Vp8Info::default());
     }
     let header = *payload.get(off)?;
-    Some(Vp8Info { frame_start, keyframe: header & 0x01 == 0 })
+    let keyframe = header & 0x01 == 0;
+    let height = if keyframe && payload.get(off + 3..off + 6) == Some(&[0x9d, 0x01, 0x2a][..]) {
+        payload.get(off + 8..off + 10).map(|b| u16::from_le_bytes([b[0], b[1]]) & 0x3fff)
+    } else {
+        None
+    };
+    Some(Vp8Info { frame_start, keyframe, height })
 }
 
 #[cfg(test)]
@@ -83,10 +91,14 @@ mod tests {
                 write_payload_header(&mut p, key, 1000, 640, 360);
             }
             p.extend_from_slice(&[0u8; 20]);
-            assert_eq!(parse(&p), Some(Vp8Info { frame_start: start, keyframe: key }), "{start} {key}");
+            let height = (start && key).then_some(360);
+            assert_eq!(parse(&p), Some(Vp8Info { frame_start: start, keyframe: key, height }), "{start} {key}");
         }
         // The bridge's own test vector: X S | I | 15-bit id | P=0.
-        assert_eq!(parse(&[0x90, 0x80, 0x81, 0x23, 0x10]), Some(Vp8Info { frame_start: true, keyframe: true }));
+        assert_eq!(
+            parse(&[0x90, 0x80, 0x81, 0x23, 0x10]),
+            Some(Vp8Info { frame_start: true, keyframe: true, height: None })
+        );
     }
 
     #[test]

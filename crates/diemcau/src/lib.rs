@@ -2,6 +2,7 @@
 //! the CLI's `serve` and the end-to-end tests both use.
 
 pub mod config;
+pub mod drill;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -62,6 +62,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Bandwidth drills: a scenario file (config/drills/*.toml) run against a bridge started on loopback.
+    Drill {
+        #[command(subcommand)]
+        cmd: DrillCmd,
+    },
     /// Mint a join token (prints the token and the page URL).
     Token {
         /// Meeting id.
@@ -76,6 +81,28 @@ enum Cmd {
         /// Lifetime in hours (default from the config).
         #[arg(long)]
         ttl_hours: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DrillCmd {
+    /// Run a drill and write DIR/report.json and DIR/report.html. Exit status 0: every profile passed its
+    /// thresholds; 3: the drill ran but some did not; 1: it could not run.
+    Run {
+        /// The scenario (TOML), e.g. config/drills/rural-mix.toml.
+        file: PathBuf,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Override the scenario's number of sites.
+        #[arg(long)]
+        sites: Option<usize>,
+        /// Override the scenario's duration, seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Override the scenario's media threads.
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -155,9 +182,97 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a drill; `Ok(false)` when it ran but did not pass.
+fn drill_run(
+    cfg: Config,
+    file: &std::path::Path,
+    out: &std::path::Path,
+    sites: Option<usize>,
+    duration: Option<u64>,
+    threads: Option<usize>,
+) -> anyhow::Result<bool> {
+    let mut scenario = diemcau_drill::Scenario::load(file)?;
+    if let Some(n) = sites {
+        anyhow::ensure!(
+            (1..=diemcau_drill::drill::MAX_SITES).contains(&n),
+            "--sites {n}: expected 1..={}",
+            diemcau_drill::drill::MAX_SITES
+        );
+        scenario.sites = n;
+    }
+    if let Some(d) = duration {
+        let d = std::time::Duration::from_secs(d);
+        anyhow::ensure!(d > scenario.join_spread, "--duration must be longer than the join spread");
+        scenario.duration = d;
+    }
+    if let Some(t) = threads {
+        anyhow::ensure!((1..=64).contains(&t), "--threads {t}: expected 1..=64");
+        scenario.threads = t;
+    }
+    eprintln!(
+        "drill {}: {} sites ({}), {} s, output {}",
+        scenario.name,
+        scenario.sites,
+        scenario.mix.iter().map(|(p, s)| format!("{p} {s}%")).collect::<Vec<_>>().join(", "),
+        scenario.duration.as_secs(),
+        out.display()
+    );
+    let total = scenario.duration.as_secs_f64();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let output = rt.block_on(diemcau::drill::run(cfg, &scenario, out, |p| {
+        let done = (p.elapsed.as_secs_f64() / total).min(1.0);
+        let bar = "#".repeat((done * 20.0).round() as usize);
+        eprintln!(
+            "[{bar:<20}] {:>3.0}% {:>4.0} s: joined {}/{}, connected {}, receiving video {}, failed {}",
+            done * 100.0,
+            p.elapsed.as_secs_f64(),
+            p.joined,
+            p.sites,
+            p.connected,
+            p.receiving_video,
+            p.failed
+        );
+    }))?;
+    let r = &output.report;
+    println!("profile	sites	connected	video	first frame p95 ms	audio continuity	worst gap ms	freeze %	result");
+    for p in &r.profiles {
+        let s = &p.summary;
+        let f = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
+        println!(
+            "{}	{}	{}	{}	{}	{}	{}	{:.2}	{}",
+            s.profile,
+            s.sites,
+            s.connected,
+            s.with_video,
+            f(s.first_frame_p95_ms, 0),
+            f(s.audio_continuity_mean, 4),
+            f(s.audio_worst_gap_ms, 0),
+            100.0 * s.freeze_share,
+            if p.passed { "passed" } else { "FAILED" }
+        );
+        for c in p.checks.iter().filter(|c| !c.passed) {
+            let v = c.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "nothing measured".into());
+            println!("  {}: {v}, threshold {} {}", c.measure, c.op, c.limit);
+        }
+    }
+    println!("{}", if r.passed { "drill passed" } else { "drill FAILED its thresholds" });
+    println!("report: {}", output.html.display());
+    println!("data: {}", output.json.display());
+    Ok(r.passed)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load_config(cli.config.as_ref())?;
+    if let Cmd::Drill { cmd: DrillCmd::Run { file, out, sites, duration, threads } } = &cli.cmd {
+        let passed = drill_run(cfg, file, out, *sites, *duration, *threads)?;
+        return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(3) });
+    }
+    run_other(cli, cfg).map(|()| ExitCode::SUCCESS)
+}
+
+fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Drill { .. } => Ok(()),
         Cmd::Serve => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(serve(cfg))
@@ -298,16 +413,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A drill runs a bridge and hundreds of sites in this process: their per-join lines would bury the progress.
+    let default_filter = if matches!(cli.cmd, Cmd::Drill { .. }) { "warn" } else { "info,str0m=warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
