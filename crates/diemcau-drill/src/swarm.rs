@@ -1187,6 +1187,70 @@ mod tests {
     }
 
     #[test]
+    fn events_land_on_their_share_of_the_eligible_sites_at_the_swarm_time() {
+        let mut cfg = SwarmConfig::new("ws://x/ws", tokens(20));
+        cfg.mix = parse_mix("fibre:50,3g:50").unwrap();
+        cfg.join_spread = Duration::from_secs(10);
+        cfg.events = vec![
+            LinkEvent {
+                at: Duration::from_secs(8),
+                change: Change::Rate { dir: None, kbps: Some(250) },
+                share: 0.4,
+                profiles: vec!["3g".into()],
+            },
+            LinkEvent {
+                at: Duration::from_secs(12),
+                change: Change::Recover { dir: None },
+                share: 1.0,
+                profiles: vec![],
+            },
+        ];
+        let s = Swarm::new(cfg.clone()).unwrap();
+        assert_eq!(s.events().iter().map(|e| e.sites).collect::<Vec<_>>(), vec![4, 20]);
+        assert_eq!(s.events()[0].change, "rate 250 kbit/s");
+        let mut hit = 0;
+        for (i, ((name, _), t)) in s.assignment.iter().zip(&s.timelines).enumerate() {
+            let offset = join_offset(i, 20, Duration::from_secs(10));
+            let rate: Vec<&Step> = t.steps().iter().filter(|st| matches!(st.change, Change::Rate { .. })).collect();
+            if !rate.is_empty() {
+                hit += 1;
+                assert_eq!(name, "3g", "only 3G sites are eligible");
+                // 8 s from the start of the swarm is 8 s less the join offset on the site's own clock (0 if later).
+                assert_eq!(rate[0].at, Duration::from_secs(8).saturating_sub(offset));
+            }
+            assert_eq!(t.steps().last().map(|st| st.at), Some(Duration::from_secs(12) - offset));
+        }
+        assert_eq!(hit, 4);
+        // The same seed picks the same sites.
+        let again = Swarm::new(cfg.clone()).unwrap();
+        assert_eq!(again.timelines, s.timelines);
+
+        cfg.events[0].profiles = vec!["vsat".into()];
+        assert!(Swarm::new(cfg.clone()).unwrap_err().to_string().contains("`vsat` is not in the mix"));
+        cfg.events[0].profiles.clear();
+        cfg.events[0].share = 1.5;
+        assert!(Swarm::new(cfg).unwrap_err().to_string().contains("share"));
+    }
+
+    #[test]
+    fn buckets_merge_and_become_means() {
+        let mut a =
+            Bucket { joined: 2, connected: 2, watching: 1, kbps_sum: 600.0, fps_sum: 15.0, ..Bucket::default() };
+        a.layers.insert(360, 1);
+        a.audio_packets = 95.0;
+        a.audio_expected = 100.0;
+        let mut b = Bucket { joined: 1, connected: 1, watching: 1, frozen: 1, kbps_sum: 300.0, ..Bucket::default() };
+        b.layers.insert(360, 1);
+        a.merge(&b);
+        let p = a.point(7);
+        assert_eq!((p.t_s, p.joined, p.connected, p.watching, p.frozen), (7, 3, 3, 2, 1));
+        assert!((p.kbps_mean - 300.0).abs() < 1e-9 && (p.fps_mean - 7.5).abs() < 1e-9);
+        assert_eq!(p.audio_continuity, Some(0.95));
+        assert_eq!(p.layers.get(&360), Some(&2));
+        assert_eq!(Bucket::default().point(1).audio_continuity, None);
+    }
+
+    #[test]
     fn bad_configurations_are_refused() {
         let ok = SwarmConfig::new("ws://x/ws", tokens(2));
         for (cfg, what) in [

@@ -93,3 +93,60 @@ fn a_bad_config_file_is_named_with_its_key() {
     let err = stderr(&o);
     assert!(err.contains("bad.toml") && err.contains("gird_size"), "{err}");
 }
+
+#[test]
+fn drill_run_writes_reports_and_its_exit_status_says_whether_thresholds_held() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("c.toml");
+    // The drill replaces the data directory with a temporary one of its own: this one must stay untouched.
+    std::fs::write(&config, format!("[data]\ndir = {:?}\n", dir.path().join("data").display().to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scenario = |name: &str, thresholds: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\nsites = 4\nduration_s = 5\njoin_spread_s = 1\nmix = \"fibre:100\"\n[chair]\n\
+             profile = \"fibre\"\n[thresholds]\n{thresholds}\n"
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+
+    let ok = scenario("ok", "connected_min = 1.0\naudio_continuity_min = 0.5");
+    let out = dir.path().join("out-ok");
+    let o =
+        diemcau(&config, &["drill", "run", ok.to_str().unwrap_or_default(), "--out", out.to_str().unwrap_or_default()]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("drill passed"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("joined 4/4"), "progress lines: {}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap_or_default()).unwrap_or_default();
+    assert_eq!(json["sites"].as_array().map(Vec::len), Some(4), "{json}");
+    assert_eq!(json["passed"], true);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap_or_default();
+    assert!(html.contains("\"name\":\"ok\"") && html.contains("window.drillReport"), "the report's data is embedded");
+    assert!(!dir.path().join("data").exists(), "the drill wrote into the configured data directory");
+
+    // First frame within 0 ms cannot hold: the drill runs, writes its report and exits 3.
+    let strict = scenario("strict", "first_frame_max_ms = 0");
+    let out = dir.path().join("out-strict");
+    let o = diemcau(
+        &config,
+        &["drill", "run", strict.to_str().unwrap_or_default(), "--out", out.to_str().unwrap_or_default()],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("first_frame_p95_ms") && stdout(&o).contains("FAILED"), "{}", stdout(&o));
+    assert!(out.join("report.html").exists());
+
+    // A bad scenario is named with its key, and nothing runs.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"bad\"\nsites = 4\nduration_s = 5\nmix = \"fibre:100\"\n[[event]]\nat_s = 1\nchange = \"warp\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = diemcau(&config, &["drill", "run", bad.to_str().unwrap_or_default(), "--out", "unused"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("bad.toml") && err.contains("event 1") && err.contains("warp"), "{err}");
+    assert!(!Path::new("unused").exists());
+}
