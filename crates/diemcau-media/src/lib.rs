@@ -19,6 +19,7 @@
 //! The crate is IO at its edges only: [`rewrite`] and [`vp8`] are pure and unit-tested; [`Media`] is the handle the
 //! rest of the bridge uses.
 
+pub mod histogram;
 pub mod rewrite;
 mod shard;
 pub mod vp8;
@@ -176,6 +177,7 @@ pub struct Media {
     placement: Mutex<HashMap<PeerId, usize>>,
     stats: StatsMap,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    delays: Vec<Arc<histogram::DelayHistogram>>,
 }
 
 impl Media {
@@ -203,16 +205,20 @@ impl Media {
         }
         let mut addrs = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
+        let mut delays = Vec::with_capacity(n);
         for (i, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {
             let local = sock.local_addr()?;
             let advertised = SocketAddr::new(cfg.advertise_ip.unwrap_or(local.ip()), local.port());
             addrs.push(local);
-            let shard = shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone());
+            let delay = Arc::new(histogram::DelayHistogram::default());
+            delays.push(delay.clone());
+            let shard = shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone(), delay);
             let handle =
                 std::thread::Builder::new().name(format!("media-shard-{i}")).spawn(move || shard.run(sock, rx))?;
             threads.push(handle);
         }
-        let media = Media { shards: senders, addrs, placement: Mutex::default(), stats, threads: Mutex::new(threads) };
+        let media =
+            Media { shards: senders, addrs, placement: Mutex::default(), stats, threads: Mutex::new(threads), delays };
         Ok((media, ev_rx))
     }
 
@@ -284,6 +290,16 @@ impl Media {
     /// A snapshot of every peer's statistics.
     pub fn stats(&self) -> HashMap<PeerId, PeerStats> {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The forwarding delays so far (every shard's histogram added up): publisher packet received → sealed and sent
+    /// to one subscriber, one sample per packet per subscriber.
+    pub fn forward_delays(&self) -> histogram::Snapshot {
+        let mut all = histogram::Snapshot::default();
+        for d in &self.delays {
+            all.add(&d.snapshot());
+        }
+        all
     }
 
     /// Number of shard threads.

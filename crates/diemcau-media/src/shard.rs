@@ -100,6 +100,8 @@ pub(crate) struct Shard {
     /// join storm of hundreds of sites turns into stalled packet handling. (Its fingerprint is in every answer;
     /// sharing it across sessions is what browsers do per origin.)
     dtls_cert: Option<str0m::config::DtlsCert>,
+    /// Forwarding delays of this shard's subscribers.
+    delay: Arc<crate::histogram::DelayHistogram>,
 }
 
 const MAX_BATCH: usize = 64;
@@ -111,6 +113,7 @@ impl Shard {
         shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
         events: mpsc::UnboundedSender<MediaEvent>,
         stats: StatsMap,
+        delay: Arc<crate::histogram::DelayHistogram>,
     ) -> Shard {
         Shard {
             idx,
@@ -127,6 +130,7 @@ impl Shard {
             deferred: Vec::new(),
             garbage: 0,
             dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
+            delay,
         }
     }
 
@@ -461,6 +465,8 @@ impl Shard {
             );
             peer.stats.packets_out += 1;
             drain(*pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+            // Sealed and handed to the socket: this subscriber's forwarding delay.
+            self.delay.record(crate::now().saturating_duration_since(f.received));
             self.timers.push(Reverse((peer.next_timeout, *pid)));
         }
         if want_keyframe {

@@ -366,3 +366,37 @@ mod tests {
         assert_eq!(ids(&page_json(9, rows(), "site_id", false, 4, 3, 2)), vec![5]);
     }
 }
+
+/// `GET /api/bridge/metrics` (admin): the data plane's own figures, for benchmarks and monitoring.
+#[derive(Serialize)]
+pub(crate) struct BridgeMetrics {
+    /// Shard threads.
+    shards: usize,
+    /// Peers with media.
+    peers: usize,
+    /// WebSocket members over all meetings.
+    members: usize,
+    /// RTP packets forwarded to subscribers, all peers.
+    packets_out: u64,
+    /// RTP packets received from publishers, all peers.
+    packets_in: u64,
+    /// Publisher packet received → sealed and sent to one subscriber, one sample per packet per subscriber, since
+    /// the bridge started (subtract two reads' `buckets` for a window).
+    forward_delay: diemcau_media::histogram::Summary,
+}
+
+pub(crate) async fn bridge_metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<BridgeMetrics>, AppError> {
+    require_admin(&state, &headers)?;
+    let stats = state.media.stats();
+    Ok(Json(BridgeMetrics {
+        shards: state.media.shard_count(),
+        peers: stats.len(),
+        members: state.member_count(),
+        packets_out: stats.values().map(|s| s.packets_out).sum(),
+        packets_in: stats.values().map(|s| s.packets_in).sum(),
+        forward_delay: state.media.forward_delays().summary(),
+    }))
+}

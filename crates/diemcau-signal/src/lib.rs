@@ -144,6 +144,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/sites/import", post(api::import_sites))
         .route("/api/meetings", get(api::list_meetings).post(api::create_meeting))
         .route("/api/tokens", post(api::create_token))
+        .route("/api/bridge/metrics", get(api::bridge_metrics))
         .merge(web::routes())
         .with_state(state)
 }

@@ -202,6 +202,23 @@ async fn admin_api_requires_the_bearer_token() -> TestResult {
 }
 
 #[tokio::test]
+async fn bridge_metrics_are_for_the_admin_and_carry_the_delay_histogram() -> TestResult {
+    let f = fixture()?;
+    assert_eq!(f.get("/api/bridge/metrics", None).await?.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.get("/api/bridge/metrics", Some("nope")).await?.status, StatusCode::UNAUTHORIZED);
+    let r = f.get("/api/bridge/metrics", Some(ADMIN)).await?;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json()?;
+    assert_eq!(v["shards"], 1);
+    assert_eq!(v["peers"], 0);
+    // Nothing forwarded yet: an empty histogram, no quantiles (the forwarding itself is measured by the benchmark).
+    assert_eq!(v["forward_delay"]["count"], 0);
+    assert_eq!(v["forward_delay"]["p99_us"], Value::Null);
+    assert_eq!(v["forward_delay"]["buckets"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
 async fn admin_api_is_forbidden_when_disabled() -> TestResult {
     let f = fixture_with(None)?;
     for (method, uri) in [(Method::GET, "/api/sites"), (Method::GET, "/api/meetings")] {
