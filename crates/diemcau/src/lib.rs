@@ -1,6 +1,7 @@
 //! diemcau — the bridge binary's library: configuration, wiring of store + media + signalling, and [`start`], which
 //! the CLI's `serve` and the end-to-end tests both use.
 
+pub mod bench;
 pub mod config;
 pub mod drill;
 

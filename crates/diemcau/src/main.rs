@@ -67,6 +67,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DrillCmd,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// Mint a join token (prints the token and the page URL).
     Token {
         /// Meeting id.
@@ -81,6 +86,41 @@ enum Cmd {
         /// Lifetime in hours (default from the config).
         #[arg(long)]
         ttl_hours: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Fan-out: a synthetic chair, steps of N synthetic subscribers; bridge CPU and RSS per subscriber, forwarding
+    /// delay, delivered packets. The bridge runs as a child process (this binary's `serve`).
+    Fanout {
+        /// Subscribers per step.
+        #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+        steps: Vec<usize>,
+        /// Seconds after the last join before measuring.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+        /// Seconds measured per step.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// Subscribers joining per second.
+        #[arg(long, default_value_t = 200.0)]
+        join_rate: f64,
+        /// Media threads of the synthetic subscribers.
+        #[arg(long, default_value_t = 2)]
+        swarm_threads: usize,
+        /// Shard threads of the bridge.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// The chair's video bitrate (the 360p layer), kbit/s.
+        #[arg(long, default_value_t = 500)]
+        video_kbps: u32,
+        /// Scratch directory.
+        #[arg(long, default_value = "target/bench/work")]
+        work_dir: PathBuf,
+        /// The JSON rows.
+        #[arg(long, default_value = "target/bench/fanout.json")]
+        out: PathBuf,
     },
 }
 
@@ -267,12 +307,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let passed = drill_run(cfg, file, out, *sites, *duration, *threads)?;
         return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(3) });
     }
+    if let Cmd::Bench { cmd } = cli.cmd {
+        bench(cmd)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     run_other(cli, cfg).map(|()| ExitCode::SUCCESS)
+}
+
+fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
+    let BenchCmd::Fanout { steps, settle, window, join_rate, swarm_threads, shards, video_kbps, work_dir, out } = cmd;
+    anyhow::ensure!(!steps.is_empty() && steps.iter().all(|n| *n >= 1), "--steps: numbers of subscribers ≥ 1");
+    anyhow::ensure!(join_rate > 0.0, "--join-rate must be above 0");
+    anyhow::ensure!(window >= 1, "--window must be at least 1 s");
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    let opts = diemcau::bench::FanoutOptions {
+        steps,
+        settle: std::time::Duration::from_secs(settle),
+        window: std::time::Duration::from_secs(window),
+        join_rate,
+        swarm_threads: swarm_threads.max(1),
+        shards: shards.max(1),
+        publisher: diemcau_drill::PublisherConfig { video_kbps, ..diemcau_drill::PublisherConfig::default() },
+        work_dir,
+        bridge_exe: std::env::current_exe()?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rows = rt.block_on(diemcau::bench::fanout_diemcau(&opts, |line| eprintln!("{line}")))?;
+    println!(
+        "system\tsubscribers\tconnected\tcpu µs/sub-s\tRSS KB/sub\tfwd p50 ms\tfwd p99 ms\tdelivered\tbridge cores\tswarm cores"
+    );
+    for r in &rows {
+        let f = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            r.system,
+            r.subscribers,
+            r.connected,
+            f(r.cpu_s_per_sub_s.map(|v| v * 1e6), 1),
+            f(r.rss_kb_per_sub, 0),
+            f(r.fwd_p50_ms, 3),
+            f(r.fwd_p99_ms, 3),
+            f(r.delivered_ratio, 4),
+            f(r.bridge_cpu_cores, 2),
+            f(r.swarm_cpu_cores, 2)
+        );
+    }
+    diemcau::bench::write_json(&out, &rows)?;
+    println!("rows: {}", out.display());
+    Ok(())
 }
 
 fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Drill { .. } => Ok(()),
+        Cmd::Drill { .. } | Cmd::Bench { .. } => Ok(()),
         Cmd::Serve => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(serve(cfg))
@@ -415,7 +502,8 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A drill runs a bridge and hundreds of sites in this process: their per-join lines would bury the progress.
-    let default_filter = if matches!(cli.cmd, Cmd::Drill { .. }) { "warn" } else { "info,str0m=warn" };
+    let default_filter =
+        if matches!(cli.cmd, Cmd::Drill { .. } | Cmd::Bench { .. }) { "warn" } else { "info,str0m=warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
