@@ -65,6 +65,8 @@ struct Peer {
     ufrag: String,
     addrs: Vec<SocketAddr>,
     next_timeout: Instant,
+    /// The live entry of this peer in the shard's timer heap (older entries are stale and skipped).
+    scheduled: Option<Instant>,
     publishes: HashMap<Mid, Kind>,
     slots: HashMap<Mid, Slot>,
     ssrc_mid: HashMap<Ssrc, Mid>,
@@ -236,7 +238,7 @@ impl Shard {
             self.by_addr.insert(src, pid);
         }
         drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
-        self.timers.push(Reverse((peer.next_timeout, pid)));
+        schedule(&mut self.timers, peer, pid);
     }
 
     fn run_timers(&mut self, socket: &UdpSocket) {
@@ -247,14 +249,15 @@ impl Shard {
             }
             self.timers.pop();
             let Some(peer) = self.peers.get_mut(&pid) else { continue };
-            if peer.next_timeout != t {
-                continue; // stale entry: the peer's timeout moved
+            if peer.scheduled != Some(t) {
+                continue; // stale: a newer, earlier entry replaced it
             }
+            peer.scheduled = None;
             if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                 debug!(peer = pid.0, "timeout input failed: {e}");
             }
             drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
-            self.timers.push(Reverse((peer.next_timeout, pid)));
+            schedule(&mut self.timers, peer, pid);
         }
     }
 
@@ -321,6 +324,7 @@ impl Shard {
                 ufrag: ufrag.clone(),
                 addrs: Vec::new(),
                 next_timeout: now,
+                scheduled: None,
                 publishes: HashMap::new(),
                 slots: HashMap::new(),
                 ssrc_mid: HashMap::new(),
@@ -354,7 +358,7 @@ impl Shard {
             }
         }
         drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
-        self.timers.push(Reverse((peer.next_timeout, pid)));
+        schedule(&mut self.timers, peer, pid);
         peer.send_pt.clear();
         for p in peer.rtc.codec_config().params() {
             let codec = p.spec().codec;
@@ -467,7 +471,7 @@ impl Shard {
             drain(*pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
             // Sealed and handed to the socket: this subscriber's forwarding delay.
             self.delay.record(crate::now().saturating_duration_since(f.received));
-            self.timers.push(Reverse((peer.next_timeout, *pid)));
+            schedule(&mut self.timers, peer, *pid);
         }
         if want_keyframe {
             self.deferred.push(Deferred::Keyframe(f.track));
@@ -492,7 +496,7 @@ impl Shard {
         self.keyframe_last.insert(track, now);
         trace!(peer = track.peer.0, "keyframe requested");
         drain(track.peer, peer, socket, &mut self.deferred, &self.stats, self.idx);
-        self.timers.push(Reverse((peer.next_timeout, track.peer)));
+        schedule(&mut self.timers, peer, track.peer);
     }
 }
 
@@ -530,6 +534,16 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
         });
     } else {
         peer.slots.remove(&mid);
+    }
+}
+
+/// Puts the peer's next timeout in the heap, unless an entry at or before it is already there: a forwarded packet
+/// moves most subscribers' timeouts, and one heap entry per packet per subscriber made the heap the hot path's biggest
+/// data structure. A timeout that moved later fires early once (str0m ignores an early `Timeout`), then is rescheduled.
+fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, PeerId)>>, peer: &mut Peer, pid: PeerId) {
+    if peer.scheduled.is_none_or(|s| peer.next_timeout < s) {
+        peer.scheduled = Some(peer.next_timeout);
+        timers.push(Reverse((peer.next_timeout, pid)));
     }
 }
 
