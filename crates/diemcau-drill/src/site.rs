@@ -117,7 +117,7 @@ impl std::fmt::Debug for SyntheticSite {
 impl SyntheticSite {
     /// A site whose join started at `join_start`, and its SDP offer for the bridge.
     pub fn new(now: Instant, join_start: Instant, cfg: SiteConfig) -> Result<(Self, String), DrillError> {
-        let link = LinkPair::new(join_start, cfg.profile, cfg.timeline, cfg.seed)?;
+        let link = LinkPair::new(join_start, cfg.profile.clone(), cfg.timeline.clone(), cfg.seed)?;
         let mut rtc =
             RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
         let cand =
@@ -136,7 +136,73 @@ impl SyntheticSite {
             }
         }
         let (offer, pending) = api.apply().ok_or_else(|| DrillError::Sdp("str0m made no offer".into()))?;
-        let mut site = Self {
+        let mut site = Self::assemble(now, join_start, cfg, rtc, link, audio_mid, video_mid);
+        site.pending = Some(pending);
+        site.drain(now);
+        Ok((site, offer.to_sdp_string()))
+    }
+
+    /// A site that *answers* `offer` (a peer that offers first, e.g. Janus' VideoRoom to a subscriber), whose join
+    /// started at `join_start`, and its SDP answer. str0m then is ICE-controlled; the site's socket address is its one
+    /// host candidate, in the answer. It receives what the offer sends (`recvonly` to a `sendonly` m-line) and
+    /// publishes only if `cfg.publish` is set and the offer lets it send. Its audio and video slots are the offer's
+    /// first audio and first video m-lines (there must be a video one); payload types are the negotiated ones, so the
+    /// metrics measure exactly as for [`new`](Self::new). `cfg.role` chair slots do not apply (the offer decides).
+    /// Candidates the offerer trickles later go to [`add_remote_candidate`](Self::add_remote_candidate).
+    pub fn new_answerer(
+        now: Instant,
+        join_start: Instant,
+        cfg: SiteConfig,
+        offer_sdp: &str,
+    ) -> Result<(Self, String), DrillError> {
+        let link = LinkPair::new(join_start, cfg.profile.clone(), cfg.timeline.clone(), cfg.seed)?;
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| DrillError::Sdp(format!("bad offer: {e}")))?;
+        let mut rtc =
+            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
+        let cand =
+            Candidate::host(cfg.local_addr, "udp").map_err(|e| DrillError::Sdp(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let answer =
+            rtc.sdp_api().accept_offer(offer).map_err(|e| DrillError::Sdp(format!("offer not accepted: {e}")))?;
+        let mut audio_mid = None;
+        let mut video_mid = None;
+        for mid in offer_sdp.lines().filter_map(|l| l.trim().strip_prefix("a=mid:")).map(|m| Mid::from(m.trim())) {
+            match rtc.media(mid).map(|m| m.kind()) {
+                Some(MediaKind::Audio) if audio_mid.is_none() => audio_mid = Some(mid),
+                Some(MediaKind::Video) if video_mid.is_none() => video_mid = Some(mid),
+                _ => {}
+            }
+        }
+        let video_mid = video_mid.ok_or_else(|| DrillError::Sdp("the offer has no video m-line".into()))?;
+        // No audio m-line: a mid no media has, so nothing is ever sent on it.
+        let audio_mid = audio_mid.unwrap_or_else(|| Mid::from("-"));
+        let mut site = Self::assemble(now, join_start, cfg, rtc, link, audio_mid, video_mid);
+        site.learn_payload_types();
+        site.drain(now);
+        Ok((site, answer.to_sdp_string()))
+    }
+
+    /// A candidate the remote peer trickled: `candidate:…` as in an SDP attribute (`a=` or not). Janus sends them
+    /// this way only with `full_trickle`; otherwise they are in its SDP already.
+    pub fn add_remote_candidate(&mut self, cand_sdp_line: &str) -> Result<(), DrillError> {
+        let line = cand_sdp_line.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        let cand = Candidate::from_sdp_string(line)
+            .map_err(|e| DrillError::Sdp(format!("bad remote candidate {line:?}: {e}")))?;
+        self.rtc.add_remote_candidate(cand);
+        Ok(())
+    }
+
+    fn assemble(
+        now: Instant,
+        join_start: Instant,
+        cfg: SiteConfig,
+        rtc: Rtc,
+        link: LinkPair<Datagram>,
+        audio_mid: Mid,
+        video_mid: Mid,
+    ) -> Self {
+        Self {
             site_id: cfg.site_id,
             role: cfg.role,
             profile_name: cfg.profile_name,
@@ -148,7 +214,7 @@ impl SyntheticSite {
             metrics: Metrics::new(join_start),
             publish: cfg.publish,
             publisher: None,
-            pending: Some(pending),
+            pending: None,
             audio_mid,
             video_mid,
             pt_vp8: None,
@@ -161,9 +227,18 @@ impl SyntheticSite {
             pool: Vec::new(),
             datagrams_in: 0,
             error: None,
-        };
-        site.drain(now);
-        Ok((site, offer.to_sdp_string()))
+        }
+    }
+
+    /// The VP8 and Opus payload types, once negotiated.
+    fn learn_payload_types(&mut self) {
+        for p in self.rtc.codec_config().params() {
+            match p.spec().codec {
+                Codec::Vp8 if self.pt_vp8.is_none() => self.pt_vp8 = Some(p.pt()),
+                Codec::Opus if self.pt_opus.is_none() => self.pt_opus = Some(p.pt()),
+                _ => {}
+            }
+        }
     }
 
     /// Applies the bridge's answer to our offer.
@@ -173,13 +248,7 @@ impl SyntheticSite {
         let res = self.rtc.sdp_api().accept_answer(pending, answer);
         self.drain(now);
         res.map_err(|e| DrillError::Sdp(format!("answer not accepted: {e}")))?;
-        for p in self.rtc.codec_config().params() {
-            match p.spec().codec {
-                Codec::Vp8 if self.pt_vp8.is_none() => self.pt_vp8 = Some(p.pt()),
-                Codec::Opus if self.pt_opus.is_none() => self.pt_opus = Some(p.pt()),
-                _ => {}
-            }
-        }
+        self.learn_payload_types();
         Ok(())
     }
 
