@@ -47,6 +47,7 @@
 
 pub mod drill;
 pub mod error;
+pub mod janus;
 pub mod metrics;
 pub mod publisher;
 pub mod report_html;
