@@ -294,3 +294,112 @@ fn janus_videoroom_fans_out_synthetic_media() {
         assert!(r.audio.packets > 0, "subscriber {} received audio through Janus: {r:?}", r.site_id);
     }
 }
+
+/// What runs without Janus: a [`SyntheticSite::new_answerer`] against a str0m peer that behaves as Janus does towards
+/// a subscriber (full ICE and controlling, it offers `sendonly` VP8 + Opus), in virtual time. Its candidate is removed
+/// from the offer and trickled through [`SyntheticSite::add_remote_candidate`] instead, as with `full_trickle`.
+#[test]
+fn an_answering_site_decodes_a_full_ice_offerer() {
+    use diemcau_drill::Publisher;
+    use str0m::change::SdpAnswer;
+    use str0m::format::Codec;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::{Protocol, Receive};
+    use str0m::rtp::RtpWrite;
+    use str0m::{Candidate, Event, Input, Output, RtcConfig};
+
+    let t0 = Instant::now();
+    let site_addr: SocketAddr = "10.77.0.1:40000".parse().expect("address");
+    let peer_addr: SocketAddr = "10.77.0.2:20000".parse().expect("address");
+    let mut peer =
+        RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(t0);
+    let cand = Candidate::host(peer_addr, "udp").expect("candidate");
+    let cand_line = cand.to_sdp_string();
+    peer.add_local_candidate(cand);
+    let mut api = peer.sdp_api();
+    let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("an offer");
+    let offer: String =
+        offer.to_sdp_string().split_inclusive("\r\n").filter(|l| !l.starts_with("a=candidate")).collect();
+    assert!(!offer.contains("a=candidate"), "{offer}");
+
+    let (mut site, answer) =
+        SyntheticSite::new_answerer(t0, t0, site_config(5, site_addr, None), &offer).expect("the site answers");
+    assert!(answer.contains("a=recvonly") && !answer.contains("a=sendrecv"), "{answer}");
+    assert!(answer.contains(&format!("{} {}", site_addr.ip(), site_addr.port())), "our candidate: {answer}");
+    site.add_remote_candidate(&format!("a={cand_line}")).expect("the trickled candidate");
+    assert!(site.add_remote_candidate("a=candidate:nonsense").is_err());
+    peer.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).expect("answer parses"))
+        .expect("answer accepted");
+    let pts: Vec<(Codec, str0m::media::Pt)> =
+        peer.codec_config().params().iter().map(|p| (p.spec().codec, p.pt())).collect();
+    let pt = |c: Codec| pts.iter().find(|(k, _)| *k == c).map(|(_, p)| *p).expect("a payload type");
+
+    let end = t0 + Duration::from_secs(4);
+    let mut now = t0;
+    let mut peer_timeout = t0;
+    let mut publisher: Option<Publisher> = None;
+    let mut up: Vec<Datagram> = Vec::new();
+    let mut down: Vec<Vec<u8>> = Vec::new();
+    let mut packets = Vec::new();
+    while now < end {
+        site.handle_timeout(now, &mut up);
+        for d in up.drain(..) {
+            assert_eq!(d.addr, peer_addr);
+            let recv = Receive::new(Protocol::Udp, site_addr, peer_addr, &d.bytes).expect("datagram");
+            peer.handle_input(Input::Receive(now, recv)).expect("peer input");
+        }
+        if peer_timeout <= now {
+            peer.handle_input(Input::Timeout(now)).expect("peer timeout");
+        }
+        if let Some(p) = &mut publisher
+            && p.poll_timeout().is_some_and(|t| t <= now)
+        {
+            p.poll_packets(now, &mut packets);
+            let mut api = peer.direct_api();
+            for pkt in packets.drain(..) {
+                let (mid, codec) =
+                    if pkt.kind == MediaKind::Audio { (audio_mid, Codec::Opus) } else { (video_mid, Codec::Vp8) };
+                let tx = api.stream_tx_by_mid(mid, None).expect("a send stream");
+                tx.write_rtp(
+                    RtpWrite::new(pt(codec), pkt.seq.into(), pkt.ts, pkt.capture, pkt.payload).marker(pkt.marker),
+                );
+            }
+        }
+        loop {
+            match peer.poll_output().expect("peer output") {
+                Output::Timeout(t) => {
+                    peer_timeout = t;
+                    break;
+                }
+                Output::Transmit(t) => down.push(t.contents.into()),
+                Output::Event(Event::Connected) => publisher = Some(Publisher::new(PublisherConfig::default(), now, 3)),
+                Output::Event(Event::KeyframeRequest(_)) => {
+                    if let Some(p) = &mut publisher {
+                        p.request_keyframe();
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+        for bytes in down.drain(..) {
+            site.handle_datagram(now, peer_addr, &bytes, &mut up);
+        }
+        if !up.is_empty() {
+            continue;
+        }
+        let next =
+            [Some(site.poll_timeout()), Some(peer_timeout), publisher.as_ref().and_then(Publisher::poll_timeout)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end);
+        now = next.max(now + Duration::from_micros(50)).min(end);
+    }
+    let r = site.report(now);
+    assert!(r.connected && site.is_connected(), "{r:?}");
+    assert!(r.video.frames > 30, "decoded what the offerer sent: {r:?}");
+    assert!(r.audio.packets > 100, "{r:?}");
+}
