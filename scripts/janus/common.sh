@@ -11,6 +11,8 @@ WS_PORT=${DIEMCAU_JANUS_WS_PORT:-8188}
 RTP_PORTS=${DIEMCAU_JANUS_RTP_PORTS:-20000-40000}
 ROOM=${DIEMCAU_JANUS_ROOM:-1234}
 NOFILE=${DIEMCAU_JANUS_NOFILE:-20000}
+# true: Janus trickles its candidates (`trickle` messages) instead of putting them in its SDP.
+FULL_TRICKLE=${DIEMCAU_JANUS_FULL_TRICKLE:-false}
 
 die() { echo "janus: $*" >&2; exit 1; }
 

@@ -237,15 +237,18 @@ fn janus_videoroom_fans_out_synthetic_media() {
         tx.send(Cmd::Add(Box::new(site), sock)).expect("media thread");
         handles.push((i + 1, h));
     }
+    handles.push((0, pub_handle));
 
     let cpu0 = janus.cpu();
     let w0 = Instant::now();
     let end = w0 + Duration::from_secs(MEDIA_SECS);
+    let mut trickled = 0usize;
     while Instant::now() < end {
         rt.block_on(client.pump(Duration::from_millis(250))).expect("Janus");
         for &(i, h) in &handles {
             for c in client.take_trickles(h).into_iter().flatten() {
                 tx.send(Cmd::Candidate(i, c)).expect("media thread");
+                trickled += 1;
             }
         }
     }
@@ -256,7 +259,7 @@ fn janus_videoroom_fans_out_synthetic_media() {
     let reports = media.join().expect("media thread");
 
     rt.block_on(async {
-        for &(_, h) in &handles {
+        for &(_, h) in handles.iter().filter(|(i, _)| *i > 0) {
             let _ = client.detach(h).await;
         }
         let _ = client.destroy_room(pub_handle, room).await;
@@ -271,6 +274,7 @@ fn janus_videoroom_fans_out_synthetic_media() {
         cpu.as_secs_f64() * 1000.0 / wall.as_secs_f64(),
         per_sub_s * 1000.0,
     );
+    eprintln!("candidates Janus trickled after the SDP exchange: {trickled}");
     for r in &reports {
         eprintln!(
             "site {}: connected {} connect_ms {:?} first_frame_ms {:?} video packets {} frames {} audio packets {} \
