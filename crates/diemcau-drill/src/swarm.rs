@@ -80,7 +80,17 @@ pub struct SwarmConfig {
     pub events: Vec<LinkEvent>,
     /// The address the sites' sockets bind to (their ICE host candidate): loopback by default.
     pub bind_ip: IpAddr,
+    /// `Some(d)`: the media threads sleep up to `d` between turns instead of blocking in `epoll_wait` (see
+    /// [`DEFAULT_TURN`]); `None`: they block, and every datagram can wake them.
+    pub turn: Option<Duration>,
 }
+
+/// Media threads poll every millisecond rather than wait for each datagram. On one machine, a thread blocked in
+/// `epoll_wait` on the sites' sockets makes every datagram the bridge sends to them wake it across cores (an
+/// inter-processor interrupt, expensive in a VM): the bridge's `sendto` then cost ≈ 7 µs instead of ≈ 1 µs, and the
+/// benchmark would charge the bridge for the test rig. Receive times are then known to 1 ms, far below what the
+/// metrics resolve (500 ms freezes, 20 ms audio slots).
+pub const DEFAULT_TURN: Duration = Duration::from_millis(1);
 
 impl SwarmConfig {
     /// Receive-only sites on fibre for 30 s, one thread, all joining at once.
@@ -98,6 +108,7 @@ impl SwarmConfig {
             timeline: Timeline::default(),
             events: Vec::new(),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            turn: Some(DEFAULT_TURN),
         }
     }
 }
@@ -545,8 +556,9 @@ impl Swarm {
             let (done_tx, done_rx) = oneshot::channel();
             let c = counters.clone();
             let profiles = cfg.mix.len();
+            let turn = cfg.turn;
             std::thread::Builder::new().name(format!("diemcau-swarm-{t}")).spawn(move || {
-                let res = media_thread(poll, rx, c, started, profiles);
+                let res = media_thread(poll, rx, c, started, profiles, turn);
                 let _ = done_tx.send(res);
             })?;
             threads.push((ThreadHandle { tx, waker }, done_rx));
@@ -924,6 +936,7 @@ fn media_thread(
     counters: Arc<Counters>,
     started: Instant,
     profiles: usize,
+    turn: Option<Duration>,
 ) -> ThreadResult {
     let cpu0 = thread_cpu_time();
     let mut t = MediaThread {
@@ -950,7 +963,17 @@ fn media_thread(
     'run: loop {
         let now = Instant::now();
         let wake = t.timers.peek().map_or(next_tick, |r| r.0.0.min(next_tick));
-        if let Err(e) = t.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
+        let mut timeout = wake.saturating_duration_since(now);
+        if let Some(turn) = turn {
+            // Sleep instead of blocking in epoll_wait: a sender (the bridge, on the other core) then finds no thread
+            // waiting on our sockets and sends without waking one — as it would towards a network card — and the
+            // next turn takes every datagram that arrived meanwhile.
+            if !timeout.is_zero() {
+                std::thread::sleep(timeout.min(turn));
+            }
+            timeout = Duration::ZERO;
+        }
+        if let Err(e) = t.poll.poll(&mut events, Some(timeout)) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
