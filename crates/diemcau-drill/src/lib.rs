@@ -63,6 +63,6 @@ pub use publisher::{Publisher, PublisherConfig};
 pub use signal::{SignalClient, Welcome};
 pub use site::{Datagram, SiteConfig, SyntheticSite};
 pub use swarm::{
-    EventReport, LinkEvent, ProfileSeries, ProfileSummary, Progress, SeriesPoint, Swarm, SwarmConfig, SwarmReport,
-    parse_mix,
+    Backend, EventReport, LinkEvent, ProfileSeries, ProfileSummary, Progress, SeriesPoint, Swarm, SwarmConfig,
+    SwarmReport, parse_mix,
 };

@@ -80,9 +80,28 @@ pub struct SwarmConfig {
     pub events: Vec<LinkEvent>,
     /// The address the sites' sockets bind to (their ICE host candidate): loopback by default.
     pub bind_ip: IpAddr,
+    /// Whose signalling the sites speak.
+    pub backend: Backend,
     /// `Some(d)`: the media threads sleep up to `d` between turns instead of blocking in `epoll_wait` (see
     /// [`DEFAULT_TURN`]); `None`: they block, and every datagram can wake them.
     pub turn: Option<Duration>,
+}
+
+/// Whose signalling a swarm speaks.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// diemcau's `/ws`, one token per site (what browsers do).
+    #[default]
+    Diemcau,
+    /// Janus' VideoRoom over its WebSocket API (`ws_url`, e.g. `ws://10.77.0.2:8188`), for the fan-out benchmark's
+    /// comparison: a publishing site joins `room` as a publisher and stores its feed id in `feed`; a receiving site
+    /// waits for `feed` (10 s at most) and subscribes to it, answering Janus' offer. Token strings are not used.
+    Janus {
+        /// The VideoRoom room.
+        room: u64,
+        /// The publisher's feed id, set by the publishing swarm, read by the subscribing one.
+        feed: Arc<std::sync::OnceLock<u64>>,
+    },
 }
 
 /// Media threads poll every millisecond rather than wait for each datagram. On one machine, a thread blocked in
@@ -109,6 +128,7 @@ impl SwarmConfig {
             events: Vec::new(),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             turn: Some(DEFAULT_TURN),
+            backend: Backend::Diemcau,
         }
     }
 }
@@ -401,6 +421,7 @@ struct NewSite {
 enum ThreadCmd {
     Add(Box<NewSite>),
     Offer { global: usize, sdp: String, reply: oneshot::Sender<Result<String, DrillError>> },
+    Candidate { global: usize, candidate: String },
     Stop,
 }
 
@@ -582,6 +603,7 @@ impl Swarm {
                 at: join_offset(global, n, cfg.join_spread),
             };
             let ctx = SessionCtx {
+                backend: cfg.backend.clone(),
                 ws_url: cfg.ws_url.clone(),
                 publish: cfg.publish.then(|| cfg.publisher.clone()),
                 bind_ip: cfg.bind_ip,
@@ -766,6 +788,7 @@ fn splitmix(seed: u64) -> u64 {
 }
 
 struct SessionCtx {
+    backend: Backend,
     ws_url: String,
     publish: Option<PublisherConfig>,
     bind_ip: IpAddr,
@@ -776,7 +799,130 @@ struct SessionCtx {
 }
 
 /// One site's signalling for the whole run.
-async fn session(plan: SitePlan, mut ctx: SessionCtx) -> SessionOutcome {
+async fn session(plan: SitePlan, ctx: SessionCtx) -> SessionOutcome {
+    match ctx.backend.clone() {
+        Backend::Diemcau => diemcau_session(plan, ctx).await,
+        Backend::Janus { room, feed } => janus_session(plan, ctx, room, feed).await,
+    }
+}
+
+/// One site's life in Janus' VideoRoom: publish (and give the feed id out) or subscribe to the feed, then keep the
+/// session (keepalives, trickled candidates) until the end.
+async fn janus_session(
+    plan: SitePlan,
+    ctx: SessionCtx,
+    room: u64,
+    feed: Arc<std::sync::OnceLock<u64>>,
+) -> SessionOutcome {
+    let global = plan.global;
+    let mut outcome = SessionOutcome { global, role: None, error: None };
+    let mut stop = ctx.stop.clone();
+    tokio::select! {
+        _ = tokio::time::sleep_until((ctx.started + plan.at).into()) => {}
+        _ = stop.changed() => return outcome,
+    }
+    let join_start = Instant::now();
+    let joined = tokio::select! {
+        r = janus_join(&plan, &ctx, room, &feed, join_start) => r,
+        _ = stop.changed() => Err(DrillError::Stopped),
+    };
+    let (mut client, handle) = match joined {
+        Ok(v) => v,
+        Err(e) => {
+            debug!(site = plan.site_id, "janus join failed: {e}");
+            ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+            outcome.error = Some(format!("join failed: {e}"));
+            return outcome;
+        }
+    };
+    outcome.role = Some(if ctx.publish.is_some() { Role::Chair } else { Role::Site });
+    ctx.counters.joined.fetch_add(1, Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            m = client.recv() => match m {
+                Ok(crate::janus::Incoming::Trickle(t)) if t.handle == handle => {
+                    if let Some(candidate) = t.candidate {
+                        let _ = ctx.thread.send(ThreadCmd::Candidate { global, candidate });
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if !*ctx.stop.borrow() {
+                        outcome.error = Some(e.to_string());
+                    }
+                    break;
+                }
+            },
+            _ = stop.changed() => {
+                let _ = client.destroy().await;
+                return outcome;
+            }
+        }
+    }
+    let _ = stop.changed().await;
+    outcome
+}
+
+async fn janus_join(
+    plan: &SitePlan,
+    ctx: &SessionCtx,
+    room: u64,
+    feed: &std::sync::OnceLock<u64>,
+    join_start: Instant,
+) -> Result<(crate::janus::JanusClient, u64), DrillError> {
+    let socket = std::net::UdpSocket::bind((ctx.bind_ip, 0))?;
+    socket.set_nonblocking(true)?;
+    let local_addr = socket.local_addr()?;
+    let mut client = crate::janus::JanusClient::connect(&ctx.ws_url).await?;
+    let handle = client.attach().await?;
+    let publishing = ctx.publish.is_some();
+    let cfg = SiteConfig {
+        site_id: plan.site_id,
+        role: if publishing { Role::Chair } else { Role::Site },
+        profile_name: plan.profile_name.clone(),
+        profile: plan.profile.clone(),
+        timeline: plan.timeline.clone(),
+        seed: plan.seed,
+        local_addr,
+        publish: ctx.publish.clone(),
+        recv_video_slots: 0,
+        recv_audio_slots: 0,
+    };
+    let mut site = if publishing {
+        let (mut site, offer) = SyntheticSite::new(Instant::now(), join_start, cfg)?;
+        let published = client.publish(handle, room, &format!("site-{}", plan.site_id), &offer).await?;
+        site.apply_answer(Instant::now(), &published.answer)?;
+        let _ = feed.set(published.feed);
+        site
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let feed = loop {
+            if let Some(f) = feed.get() {
+                break *f;
+            }
+            if Instant::now() > deadline {
+                return Err(DrillError::Signal("no Janus publisher to subscribe to after 10 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let offer = client.subscribe(handle, room, feed).await?;
+        let (site, answer) = SyntheticSite::new_answerer(Instant::now(), join_start, cfg, &offer)?;
+        client.start(handle, room, &answer).await?;
+        site
+    };
+    for c in client.take_trickles(handle).into_iter().flatten() {
+        if let Err(e) = site.add_remote_candidate(&c) {
+            debug!("trickled candidate refused: {e}");
+        }
+    }
+    let shared = Arc::new(SiteShared::default());
+    let new = NewSite { global: plan.global, profile: plan.profile_index, site, socket, shared };
+    ctx.thread.send(ThreadCmd::Add(Box::new(new)))?;
+    Ok((client, handle))
+}
+
+/// One site's life in a diemcau meeting.
+async fn diemcau_session(plan: SitePlan, mut ctx: SessionCtx) -> SessionOutcome {
     let global = plan.global;
     let mut outcome = SessionOutcome { global, role: None, error: None };
     tokio::select! {
@@ -1000,6 +1146,13 @@ fn media_thread(
                             None => Err(DrillError::Stopped),
                         };
                         let _ = reply.send(res);
+                    }
+                    ThreadCmd::Candidate { global, candidate } => {
+                        if let Some(s) = t.slots.iter_mut().flatten().find(|s| s.global == global)
+                            && let Err(e) = s.site.add_remote_candidate(&candidate)
+                        {
+                            debug!("trickled candidate refused: {e}");
+                        }
                     }
                     ThreadCmd::Stop => break 'run,
                 }

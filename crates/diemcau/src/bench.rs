@@ -233,37 +233,29 @@ fn fill_from_swarm(row: &mut FanoutRow, report: &SwarmReport) {
     row.swarm_cpu_cores = report.cost.cpu_ms.map(|ms| ms / report.duration_ms.max(1.0));
 }
 
-/// Runs the diemcau steps; `progress` gets a line now and then.
-pub async fn fanout_diemcau(opts: &FanoutOptions, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<FanoutRow>> {
-    let max = opts.steps.iter().copied().max().unwrap_or(0);
-    anyhow::ensure!(max > 0, "no steps");
-    let (bridge, meeting, chair_id, ids, secret) = start_bridge(opts, max).await?;
-    let ws_url = format!("ws://{}/ws", bridge.http);
-    progress(&format!("diemcau bridge pid {} on {}", bridge.pid(), bridge.http));
+/// How one step's swarm reaches the system under test.
+struct Target<'a> {
+    system: &'static str,
+    /// The process whose CPU and memory are measured.
+    pid: u32,
+    /// The bridge's metrics endpoint (diemcau only): `(address, admin token)`.
+    metrics: Option<(SocketAddr, String)>,
+    /// A swarm config for `n` subscribers (ws URL, tokens, backend, bind address filled in).
+    subscribers: &'a dyn Fn(usize) -> SwarmConfig,
+}
 
-    // The chair, for the whole benchmark.
-    let mut chair = SwarmConfig::new(ws_url.clone(), vec![(chair_id, mint(&secret, meeting, chair_id, Role::Chair))]);
-    chair.publish = true;
-    chair.publisher = opts.publisher.clone();
-    chair.duration = Duration::from_secs(24 * 3600);
-    let chair_swarm = Swarm::new(chair)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let chair_task = tokio::spawn(async move {
-        tokio::select! {
-            r = chair_swarm.run(|_| {}) => r.map(|_| ()),
-            _ = stop_rx => Ok(()),
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
+/// Runs the steps against one system whose chair is already publishing.
+async fn run_steps(
+    opts: &FanoutOptions,
+    target: &Target<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<FanoutRow>> {
     let mut rows = Vec::with_capacity(opts.steps.len());
     for &n in &opts.steps {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let baseline_rss = process_rss_kb(bridge.pid());
+        let baseline_rss = process_rss_kb(target.pid);
         let join_spread = Duration::from_secs_f64((n as f64 / opts.join_rate).max(1.0));
-        let tokens: Vec<(i64, String)> =
-            ids.iter().take(n).map(|id| (*id, mint(&secret, meeting, *id, Role::Site))).collect();
-        let mut sc = SwarmConfig::new(ws_url.clone(), tokens);
+        let mut sc = (target.subscribers)(n);
         sc.threads = opts.swarm_threads;
         sc.join_spread = join_spread;
         sc.duration = join_spread + opts.settle + opts.window + Duration::from_millis(500);
@@ -271,28 +263,33 @@ pub async fn fanout_diemcau(opts: &FanoutOptions, mut progress: impl FnMut(&str)
         let swarm = Swarm::new(sc)?;
 
         // The window's sampler runs beside the swarm, on the swarm's clock.
-        let pid = bridge.pid();
+        let pid = target.pid;
         let open_at = tokio::time::Instant::now() + join_spread + opts.settle;
         let window = opts.window;
-        let http = bridge.http;
-        let admin = bridge.admin.clone();
+        let metrics = target.metrics.clone();
         let sampler = tokio::spawn(async move {
             tokio::time::sleep_until(open_at).await;
-            let probe = Bridge::delays_of(http, &admin);
-            let d0 = probe.await.unwrap_or_default();
+            let d0 = match &metrics {
+                Some((http, admin)) => Bridge::delays_of(*http, admin).await.ok(),
+                None => None,
+            };
             let (c0, t0) = (process_cpu(pid), Instant::now());
             tokio::time::sleep(window).await;
             let (c1, t1) = (process_cpu(pid), Instant::now());
             let rss = process_rss_kb(pid);
-            let d1 = Bridge::delays_of(http, &admin).await.unwrap_or_default();
-            (c0.zip(c1).map(|(a, b)| (b.saturating_sub(a), t1 - t0)), rss, d0, d1)
+            let d1 = match &metrics {
+                Some((http, admin)) => Bridge::delays_of(*http, admin).await.ok(),
+                None => None,
+            };
+            (c0.zip(c1).map(|(a, b)| (b.saturating_sub(a), t1 - t0)), rss, d0.zip(d1))
         });
         let started = Instant::now();
+        let system = target.system;
         let report = swarm
             .run(|p| {
                 if p.elapsed.as_secs() % 5 == 0 {
                     progress(&format!(
-                        "diemcau {n}: {:>3.0} s, joined {}, connected {}, receiving {}, failed {}",
+                        "{system} {n}: {:>3.0} s, joined {}, connected {}, receiving {}, failed {}",
                         p.elapsed.as_secs_f64(),
                         p.joined,
                         p.connected,
@@ -302,24 +299,142 @@ pub async fn fanout_diemcau(opts: &FanoutOptions, mut progress: impl FnMut(&str)
                 }
             })
             .await?;
-        let (cpu, rss, d0, d1) = sampler.await?;
-        let mut row = FanoutRow { system: "diemcau".into(), subscribers: n, rss_kb: rss, ..FanoutRow::default() };
+        let (cpu, rss, delays) = sampler.await?;
+        let mut row = FanoutRow { system: system.into(), subscribers: n, rss_kb: rss, ..FanoutRow::default() };
         if let Some((cpu, wall)) = cpu {
             let secs = wall.as_secs_f64();
             row.bridge_cpu_cores = Some(cpu.as_secs_f64() / secs);
             row.cpu_s_per_sub_s = Some(cpu.as_secs_f64() / secs / n as f64);
         }
         row.rss_kb_per_sub = rss.zip(baseline_rss).map(|(a, b)| a.saturating_sub(b) as f64 / n as f64);
-        row.fwd_p50_ms = window_quantile_ms(&d0, &d1, 0.5);
-        row.fwd_p99_ms = window_quantile_ms(&d0, &d1, 0.99);
+        if let Some((d0, d1)) = delays {
+            row.fwd_p50_ms = window_quantile_ms(&d0, &d1, 0.5);
+            row.fwd_p99_ms = window_quantile_ms(&d0, &d1, 0.99);
+        }
         fill_from_swarm(&mut row, &report);
-        progress(&format!("diemcau {n}: done in {:.0} s: {}", started.elapsed().as_secs_f64(), describe(&row)));
+        progress(&format!("{system} {n}: done in {:.0} s: {}", started.elapsed().as_secs_f64(), describe(&row)));
         rows.push(row);
     }
-    let _ = stop_tx.send(());
+    Ok(rows)
+}
+
+/// Starts a publishing chair swarm in the background; the returned sender stops it.
+fn spawn_chair(cfg: SwarmConfig) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let chair = Swarm::new(cfg)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            r = chair.run(|_| {}) => {
+                if let Err(e) = r {
+                    tracing::warn!("the benchmark's chair stopped: {e}");
+                }
+            }
+            _ = stop_rx => {}
+        }
+    });
+    Ok((stop_tx, task))
+}
+
+/// Runs the diemcau steps; `progress` gets a line now and then.
+pub async fn fanout_diemcau(opts: &FanoutOptions, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<FanoutRow>> {
+    let max = opts.steps.iter().copied().max().unwrap_or(0);
+    anyhow::ensure!(max > 0, "no steps");
+    let (bridge, meeting, chair_id, ids, secret) = start_bridge(opts, max).await?;
+    let ws_url = format!("ws://{}/ws", bridge.http);
+    progress(&format!("diemcau bridge pid {} on {}", bridge.pid(), bridge.http));
+
+    let mut chair = SwarmConfig::new(ws_url.clone(), vec![(chair_id, mint(&secret, meeting, chair_id, Role::Chair))]);
+    chair.publish = true;
+    chair.publisher = opts.publisher.clone();
+    chair.duration = Duration::from_secs(24 * 3600);
+    let (stop, chair_task) = spawn_chair(chair)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let make = |n: usize| {
+        let tokens = ids.iter().take(n).map(|id| (*id, mint(&secret, meeting, *id, Role::Site))).collect();
+        SwarmConfig::new(ws_url.clone(), tokens)
+    };
+    let target = Target {
+        system: "diemcau",
+        pid: bridge.pid(),
+        metrics: Some((bridge.http, bridge.admin.clone())),
+        subscribers: &make,
+    };
+    let rows = run_steps(opts, &target, &mut progress).await;
+    let _ = stop.send(());
     let _ = chair_task.await;
     drop(bridge);
-    Ok(rows)
+    rows
+}
+
+/// Janus started with `scripts/janus/start`, stopped with `scripts/janus/stop` (its PID only, then the namespace).
+struct Janus {
+    dir: PathBuf,
+    scripts: PathBuf,
+    pid: u32,
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        let _ = Command::new(self.scripts.join("stop")).arg(&self.dir).stdout(Stdio::null()).status();
+    }
+}
+
+/// Janus' address inside the benchmark's namespace and the host side of its veth (see `scripts/janus/setup`).
+const JANUS_WS: &str = "ws://10.77.0.2:8188";
+const JANUS_HOST_IP: [u8; 4] = [10, 77, 0, 1];
+const JANUS_ROOM: u64 = 1234;
+
+/// Runs the same steps against Janus' VideoRoom (Debian's `janus`, set up and started by `scripts_dir/setup` and
+/// `start` in a network namespace; needs root).
+pub async fn fanout_janus(
+    opts: &FanoutOptions,
+    scripts_dir: &Path,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Vec<FanoutRow>> {
+    let dir = opts.work_dir.join("janus");
+    let run = |script: &str| -> anyhow::Result<String> {
+        let out = Command::new(scripts_dir.join(script))
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", scripts_dir.join(script).display()))?;
+        anyhow::ensure!(out.status.success(), "{} failed ({})", scripts_dir.join(script).display(), out.status);
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    run("setup")?;
+    let pid: u32 = run("start")?.lines().last().unwrap_or_default().trim().parse().context("janus start: no PID")?;
+    let janus = Janus { dir: dir.clone(), scripts: scripts_dir.to_path_buf(), pid };
+    progress(&format!("janus pid {} on {JANUS_WS}", janus.pid));
+
+    let feed = std::sync::Arc::new(std::sync::OnceLock::new());
+    let backend = diemcau_drill::Backend::Janus { room: JANUS_ROOM, feed: feed.clone() };
+    let mut chair = SwarmConfig::new(JANUS_WS, vec![(1, String::new())]);
+    chair.backend = backend.clone();
+    chair.bind_ip = JANUS_HOST_IP.into();
+    chair.publish = true;
+    chair.publisher = opts.publisher.clone();
+    chair.duration = Duration::from_secs(24 * 3600);
+    let (stop, chair_task) = spawn_chair(chair)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while feed.get().is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "the chair did not publish to Janus within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let make = |n: usize| {
+        let mut c = SwarmConfig::new(JANUS_WS, (0..n).map(|i| (i as i64 + 100, String::new())).collect());
+        c.backend = backend.clone();
+        c.bind_ip = JANUS_HOST_IP.into();
+        c
+    };
+    let target = Target { system: "janus", pid: janus.pid, metrics: None, subscribers: &make };
+    let rows = run_steps(opts, &target, &mut progress).await;
+    let _ = stop.send(());
+    let _ = chair_task.await;
+    drop(janus);
+    rows
 }
 
 impl Bridge {

@@ -115,6 +115,12 @@ enum BenchCmd {
         /// The chair's video bitrate (the 360p layer), kbit/s.
         #[arg(long, default_value_t = 500)]
         video_kbps: u32,
+        /// Systems to measure, in order: `diemcau`, `janus` (Debian's janus in a network namespace; needs root).
+        #[arg(long, value_delimiter = ',', default_value = "diemcau")]
+        systems: Vec<String>,
+        /// Where scripts/janus (setup, start, stop) is.
+        #[arg(long, default_value = "scripts/janus")]
+        janus_scripts: PathBuf,
         /// Scratch directory.
         #[arg(long, default_value = "target/bench/work")]
         work_dir: PathBuf,
@@ -315,7 +321,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
-    let BenchCmd::Fanout { steps, settle, window, join_rate, swarm_threads, shards, video_kbps, work_dir, out } = cmd;
+    let BenchCmd::Fanout {
+        steps,
+        settle,
+        window,
+        join_rate,
+        swarm_threads,
+        shards,
+        video_kbps,
+        systems,
+        janus_scripts,
+        work_dir,
+        out,
+    } = cmd;
+    for s in &systems {
+        anyhow::ensure!(s == "diemcau" || s == "janus", "--systems: `{s}` is neither diemcau nor janus");
+    }
     anyhow::ensure!(!steps.is_empty() && steps.iter().all(|n| *n >= 1), "--steps: numbers of subscribers ≥ 1");
     anyhow::ensure!(join_rate > 0.0, "--join-rate must be above 0");
     anyhow::ensure!(window >= 1, "--window must be at least 1 s");
@@ -332,7 +353,17 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
         bridge_exe: std::env::current_exe()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let rows = rt.block_on(diemcau::bench::fanout_diemcau(&opts, |line| eprintln!("{line}")))?;
+    let mut rows = Vec::new();
+    for system in &systems {
+        let got = if system == "janus" {
+            rt.block_on(diemcau::bench::fanout_janus(&opts, &janus_scripts, |line| eprintln!("{line}")))?
+        } else {
+            rt.block_on(diemcau::bench::fanout_diemcau(&opts, |line| eprintln!("{line}")))?
+        };
+        rows.extend(got);
+        // Written after each system, so a failure later keeps what was measured.
+        diemcau::bench::write_json(&out, &rows)?;
+    }
     println!(
         "system\tsubscribers\tconnected\tcpu µs/sub-s\tRSS KB/sub\tfwd p50 ms\tfwd p99 ms\tdelivered\tbridge cores\tswarm cores"
     );
@@ -352,7 +383,23 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
             f(r.swarm_cpu_cores, 2)
         );
     }
-    diemcau::bench::write_json(&out, &rows)?;
+    let per = |sys: &str, n: usize| rows.iter().find(|r| r.system == sys && r.subscribers == n);
+    if systems.len() == 2 {
+        println!("subscribers\tCPU diemcau/janus\tRSS diemcau/janus\tdelivered diemcau/janus");
+        for n in &opts.steps {
+            let (Some(d), Some(j)) = (per("diemcau", *n), per("janus", *n)) else { continue };
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "–".into(),
+            };
+            println!(
+                "{n}\t{}\t{}\t{}",
+                ratio(d.cpu_s_per_sub_s, j.cpu_s_per_sub_s),
+                ratio(d.rss_kb_per_sub, j.rss_kb_per_sub),
+                ratio(d.delivered_ratio, j.delivered_ratio)
+            );
+        }
+    }
     println!("rows: {}", out.display());
     Ok(())
 }
