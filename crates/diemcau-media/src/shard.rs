@@ -108,6 +108,13 @@ pub(crate) struct Shard {
 
 const MAX_BATCH: usize = 64;
 
+/// Resend cache of a subscriber's video slot: packets and age.
+const RTX_CACHE_VIDEO_PACKETS: usize = 128;
+const RTX_CACHE_VIDEO_AGE: Duration = Duration::from_millis(1500);
+/// Of an audio slot (audio is never resent; str0m needs a cache all the same).
+const RTX_CACHE_AUDIO_PACKETS: usize = 8;
+const RTX_CACHE_AUDIO_AGE: Duration = Duration::from_millis(200);
+
 impl Shard {
     pub(crate) fn new(
         idx: usize,
@@ -527,6 +534,18 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
     }
     if dir.is_sending() {
         let clock = if kind == Kind::Video { 90_000 } else { 48_000 };
+        if !peer.slots.contains_key(&mid) {
+            // The resend cache, sized to what a subscriber can still use: video at the 360p layer is ~60 packets/s and
+            // a resend is useless after ~1.5 s even at VSAT's 400 ms RTT; audio is never resent (not nackable). str0m's
+            // default (1,024 packets, 3 s) held ~440 KB per subscriber after traffic.
+            let (packets, age) = match kind {
+                Kind::Video => (RTX_CACHE_VIDEO_PACKETS, RTX_CACHE_VIDEO_AGE),
+                Kind::Audio => (RTX_CACHE_AUDIO_PACKETS, RTX_CACHE_AUDIO_AGE),
+            };
+            if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                tx.set_rtx_cache(packets, age, Some(0.15));
+            }
+        }
         peer.slots.entry(mid).or_insert_with(|| Slot {
             kind,
             source: None,
