@@ -74,6 +74,9 @@ pub struct FanoutRow {
     pub packets_per_sub_s: Option<f64>,
     /// CPU of the synthetic subscribers' media threads, share of one core.
     pub swarm_cpu_cores: Option<f64>,
+    /// Bridge CPU per packet delivered to a subscriber, µs (`cpu_s_per_sub_s / packets_per_sub_s`): stays
+    /// meaningful when the machine saturates and per-subscriber figures fall because packets stop flowing.
+    pub cpu_us_per_packet: Option<f64>,
 }
 
 /// CPU time (user + system) of a process, from `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's `USER_HZ`).
@@ -312,6 +315,8 @@ async fn run_steps(
             row.fwd_p99_ms = window_quantile_ms(&d0, &d1, 0.99);
         }
         fill_from_swarm(&mut row, &report);
+        row.cpu_us_per_packet =
+            row.cpu_s_per_sub_s.zip(row.packets_per_sub_s).filter(|(_, p)| *p > 0.0).map(|(c, p)| c / p * 1e6);
         progress(&format!("{system} {n}: done in {:.0} s: {}", started.elapsed().as_secs_f64(), describe(&row)));
         rows.push(row);
     }

@@ -365,16 +365,18 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
         diemcau::bench::write_json(&out, &rows)?;
     }
     println!(
-        "system\tsubscribers\tconnected\tcpu µs/sub-s\tRSS KB/sub\tfwd p50 ms\tfwd p99 ms\tdelivered\tbridge cores\tswarm cores"
+        "system\tsubscribers\tconnected\tcpu µs/sub-s\tcpu µs/packet\tRSS KB/sub\tfwd p50 ms\tfwd p99 ms\tdelivered\t\
+         bridge cores\tswarm cores"
     );
     for r in &rows {
         let f = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
         println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             r.system,
             r.subscribers,
             r.connected,
             f(r.cpu_s_per_sub_s.map(|v| v * 1e6), 1),
+            f(r.cpu_us_per_packet, 1),
             f(r.rss_kb_per_sub, 0),
             f(r.fwd_p50_ms, 3),
             f(r.fwd_p99_ms, 3),
@@ -385,7 +387,9 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
     }
     let per = |sys: &str, n: usize| rows.iter().find(|r| r.system == sys && r.subscribers == n);
     if systems.len() == 2 {
-        println!("subscribers\tCPU diemcau/janus\tRSS diemcau/janus\tdelivered diemcau/janus");
+        println!(
+            "subscribers\tCPU/sub-s diemcau/janus\tCPU/packet diemcau/janus\tRSS diemcau/janus\tdelivered diemcau/janus"
+        );
         for n in &opts.steps {
             let (Some(d), Some(j)) = (per("diemcau", *n), per("janus", *n)) else { continue };
             let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -393,8 +397,9 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
                 _ => "–".into(),
             };
             println!(
-                "{n}\t{}\t{}\t{}",
+                "{n}\t{}\t{}\t{}\t{}",
                 ratio(d.cpu_s_per_sub_s, j.cpu_s_per_sub_s),
+                ratio(d.cpu_us_per_packet, j.cpu_us_per_packet),
                 ratio(d.rss_kb_per_sub, j.rss_kb_per_sub),
                 ratio(d.delivered_ratio, j.delivered_ratio)
             );

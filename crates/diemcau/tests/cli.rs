@@ -150,3 +150,48 @@ fn drill_run_writes_reports_and_its_exit_status_says_whether_thresholds_held() {
     assert!(err.contains("bad.toml") && err.contains("event 1") && err.contains("warp"), "{err}");
     assert!(!Path::new("unused").exists());
 }
+
+#[test]
+fn bench_fanout_measures_the_bridge_child_and_writes_rows() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "").unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("fanout.json");
+    let work = dir.path().join("work");
+    let o = diemcau(
+        &config,
+        &[
+            "bench",
+            "fanout",
+            "--steps",
+            "4",
+            "--settle",
+            "1",
+            "--window",
+            "3",
+            "--swarm-threads",
+            "1",
+            "--work-dir",
+            work.to_str().unwrap_or_default(),
+            "--out",
+            out.to_str().unwrap_or_default(),
+        ],
+    );
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default()).unwrap_or_default();
+    let row = &rows[0];
+    assert_eq!(row["system"], "diemcau", "{rows}");
+    assert_eq!(row["subscribers"], 4);
+    assert_eq!(row["connected"], 4, "{row}");
+    assert_eq!(row["receiving"], 4, "{row}");
+    // The bridge child forwarded to 4 subscribers during the window: CPU, memory and its own delay histogram.
+    assert!(row["cpu_s_per_sub_s"].as_f64().is_some_and(|c| c > 0.0), "{row}");
+    assert!(row["rss_kb"].as_u64().is_some_and(|kb| kb > 1000), "{row}");
+    let (p50, p99) = (row["fwd_p50_ms"].as_f64().unwrap_or(-1.0), row["fwd_p99_ms"].as_f64().unwrap_or(-1.0));
+    assert!(p50 > 0.0 && p99 >= p50, "{row}");
+    assert!(row["delivered_ratio"].as_f64().is_some_and(|d| d > 0.95), "{row}");
+    assert!(stdout(&o).contains("diemcau\t4\t4"), "{}", stdout(&o));
+    // The bridge ran to the end of the benchmark without a panic.
+    let log = std::fs::read_to_string(work.join("diemcau-bridge.log")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+}
