@@ -67,6 +67,9 @@ struct Peer {
     next_timeout: Instant,
     /// The live entry of this peer in the shard's timer heap (older entries are stale and skipped).
     scheduled: Option<Instant>,
+    /// Arrival times of the packets written into this subscriber this turn and not yet drained (for the delay
+    /// histogram); non-empty means the peer is in the shard's `touched` list.
+    pending: Vec<Instant>,
     publishes: HashMap<Mid, Kind>,
     slots: HashMap<Mid, Slot>,
     ssrc_mid: HashMap<Ssrc, Mid>,
@@ -104,6 +107,10 @@ pub(crate) struct Shard {
     dtls_cert: Option<str0m::config::DtlsCert>,
     /// Forwarding delays of this shard's subscribers.
     delay: Arc<crate::histogram::DelayHistogram>,
+    /// Publisher packets to forward this turn (own and other shards'), in arrival order.
+    inbox: Vec<Arc<Forwarded>>,
+    /// Subscribers written into this turn, to drain once each.
+    touched: Vec<PeerId>,
 }
 
 const MAX_BATCH: usize = 64;
@@ -140,6 +147,8 @@ impl Shard {
             garbage: 0,
             dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
             delay,
+            inbox: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -200,7 +209,11 @@ impl Shard {
     /// Returns `false` to stop the shard.
     fn handle_msg(&mut self, msg: ShardMsg, socket: &UdpSocket) -> bool {
         match msg {
-            ShardMsg::Forward(f) => self.forward(&f, socket),
+            // Forwarded with the rest of this turn's packets (the loop's flush_deferred), each subscriber drained once.
+            ShardMsg::Forward(f) => {
+                self.inbox.push(f);
+                return true;
+            }
             ShardMsg::KeyframeRequest(track) => self.request_keyframe(track, socket),
             ShardMsg::Command(Command::Offer { peer, sdp, reply }) => {
                 let res = self.offer(peer, &sdp, socket);
@@ -269,6 +282,16 @@ impl Shard {
     }
 
     fn flush_deferred(&mut self, socket: &UdpSocket) {
+        loop {
+            self.flush_events(socket);
+            if self.inbox.is_empty() {
+                break;
+            }
+            self.forward_inbox(socket);
+        }
+    }
+
+    fn flush_events(&mut self, socket: &UdpSocket) {
         while !self.deferred.is_empty() {
             for d in std::mem::take(&mut self.deferred) {
                 match d {
@@ -279,7 +302,7 @@ impl Shard {
                                 let _ = s.send(ShardMsg::Forward(f.clone()));
                             }
                         }
-                        self.forward(&f, socket);
+                        self.inbox.push(f);
                     }
                     Deferred::Keyframe(track) => {
                         if self.peers.contains_key(&track.peer) {
@@ -332,6 +355,7 @@ impl Shard {
                 addrs: Vec::new(),
                 next_timeout: now,
                 scheduled: None,
+                pending: Vec::new(),
                 publishes: HashMap::new(),
                 slots: HashMap::new(),
                 ssrc_mid: HashMap::new(),
@@ -439,49 +463,70 @@ impl Shard {
         }
     }
 
-    fn forward(&mut self, f: &Forwarded, socket: &UdpSocket) {
-        let Some(list) = self.subs.get(&f.track) else { return };
-        let mut want_keyframe = false;
-        for (pid, mid) in list {
-            let Some(peer) = self.peers.get_mut(pid) else { continue };
-            if !peer.connected {
-                continue;
-            }
-            let Some(pt) = peer.send_pt.iter().find(|(c, _)| *c == f.codec).map(|(_, pt)| *pt) else { continue };
-            let Some(slot) = peer.slots.get_mut(mid) else { continue };
-            let mapped = slot.rewriter.map(InPacket {
-                source: f.track.as_u64(),
-                seq: f.seq,
-                ts: f.ts,
-                keyframe: f.keyframe,
-                at: f.received,
-            });
-            let (seq, ts) = match mapped {
-                Mapped::Write { seq, ts } => (seq, ts),
-                Mapped::NeedKeyframe => {
-                    want_keyframe = true;
+    /// Forwards this turn's packets: every packet is written into each of its subscribers first, then each
+    /// subscriber is drained once (sealed and sent), so str0m's per-peer output machinery runs once per subscriber per
+    /// turn rather than once per packet per subscriber (a video frame is several packets arriving together).
+    fn forward_inbox(&mut self, socket: &UdpSocket) {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for f in &inbox {
+            let Some(list) = self.subs.get(&f.track) else { continue };
+            let mut want_keyframe = false;
+            for (pid, mid) in list {
+                let Some(peer) = self.peers.get_mut(pid) else { continue };
+                if !peer.connected {
                     continue;
                 }
-                Mapped::Drop => continue,
-            };
-            let mut api = peer.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(*mid, None) else { continue };
-            let ext =
-                ExtensionValues { audio_level: f.audio_level, voice_activity: f.voice_activity, ..Default::default() };
-            tx.write_rtp(
-                RtpWrite::new(pt, seq.into(), ts, f.received, f.payload.clone())
-                    .marker(f.marker)
-                    .ext_vals(ext)
-                    .nackable(f.track.kind == Kind::Video),
-            );
-            peer.stats.packets_out += 1;
-            drain(*pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
-            // Sealed and handed to the socket: this subscriber's forwarding delay.
-            self.delay.record(crate::now().saturating_duration_since(f.received));
-            schedule(&mut self.timers, peer, *pid);
+                let Some(pt) = peer.send_pt.iter().find(|(c, _)| *c == f.codec).map(|(_, pt)| *pt) else { continue };
+                let Some(slot) = peer.slots.get_mut(mid) else { continue };
+                let mapped = slot.rewriter.map(InPacket {
+                    source: f.track.as_u64(),
+                    seq: f.seq,
+                    ts: f.ts,
+                    keyframe: f.keyframe,
+                    at: f.received,
+                });
+                let (seq, ts) = match mapped {
+                    Mapped::Write { seq, ts } => (seq, ts),
+                    Mapped::NeedKeyframe => {
+                        want_keyframe = true;
+                        continue;
+                    }
+                    Mapped::Drop => continue,
+                };
+                let mut api = peer.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(*mid, None) else { continue };
+                let ext = ExtensionValues {
+                    audio_level: f.audio_level,
+                    voice_activity: f.voice_activity,
+                    ..Default::default()
+                };
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq.into(), ts, f.received, f.payload.clone())
+                        .marker(f.marker)
+                        .ext_vals(ext)
+                        .nackable(f.track.kind == Kind::Video),
+                );
+                peer.stats.packets_out += 1;
+                if peer.pending.is_empty() {
+                    self.touched.push(*pid);
+                }
+                peer.pending.push(f.received);
+            }
+            if want_keyframe {
+                self.deferred.push(Deferred::Keyframe(f.track));
+            }
         }
-        if want_keyframe {
-            self.deferred.push(Deferred::Keyframe(f.track));
+        inbox.clear();
+        self.inbox = inbox;
+        for pid in std::mem::take(&mut self.touched) {
+            let Some(peer) = self.peers.get_mut(&pid) else { continue };
+            drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+            // Sealed and handed to the socket: this subscriber's forwarding delay, per packet.
+            let now = crate::now();
+            for at in peer.pending.drain(..) {
+                self.delay.record(now.saturating_duration_since(at));
+            }
+            schedule(&mut self.timers, peer, pid);
         }
     }
 
