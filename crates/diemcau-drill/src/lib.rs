@@ -21,7 +21,11 @@
 //! - [`signal`]: the async `/ws` client speaking `diemcau_proto`.
 //! - [`swarm`]: [`Swarm`], the runner: sites spread over a few OS threads, each polling its sites' sockets with one
 //!   epoll (no task per site on the packet path) and a min-heap of timeouts; signalling on async tasks; a
-//!   [`SwarmReport`] with per-site reports, per-profile aggregates and the CPU cost.
+//!   [`SwarmReport`] with per-site reports, per-profile aggregates, one point per second per profile (bitrate, fps,
+//!   audio continuity, frozen sites, layers) and the CPU cost. Link events land on a seeded share of the sites.
+//!   It speaks diemcau's `/ws` or, for the fan-out benchmark's comparison, Janus' VideoRoom ([`Backend`], [`janus`]).
+//! - [`drill`]: scenarios (TOML), thresholds and the verdict per site and per profile ([`DrillReport`]);
+//!   [`report_html`] renders the self-contained report page.
 //!
 //! Measured cost of the swarm's media threads (CPU from `/proc/thread-self/schedstat`, this 2-core VM, the bridge in
 //! the same process, fibre links, each site receiving the chair's 500 kbit/s video + Opus, ≈ 105 RTP packets/s, and

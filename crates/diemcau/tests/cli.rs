@@ -195,3 +195,77 @@ fn bench_fanout_measures_the_bridge_child_and_writes_rows() {
     let log = std::fs::read_to_string(work.join("diemcau-bridge.log")).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Kills the child it holds (our own `serve`, by its PID) when dropped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn swarm_joins_a_running_bridge_and_reports_per_profile() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[media]\nport = 0\n[data]\ndir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_diemcau"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start serve: {e}"));
+    let _serve = Serve(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the bridge did not listen within 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // No chair publishes: the sites join, connect and receive nothing — the report says so, per profile.
+    let out = dir.path().join("swarm.json");
+    let o = diemcau(
+        &config,
+        &[
+            "swarm",
+            "--meeting",
+            "1",
+            "--sites",
+            "4",
+            "--mix",
+            "fibre:50,3g:50",
+            "--duration",
+            "4",
+            "--join-spread",
+            "1",
+            "--out",
+            out.to_str().unwrap_or_default(),
+        ],
+    );
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("joined 4/4"), "progress: {}", stderr(&o));
+    let table = stdout(&o);
+    assert!(table.lines().any(|l| l.starts_with("fibre\t2\t2\t0")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("3g\t2\t2\t0")), "{table}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default()).unwrap_or_default();
+    assert_eq!(json["sites"].as_array().map(Vec::len), Some(4), "{json}");
+
+    // More sites than the meeting invites: refused before anything joins.
+    let o = diemcau(&config, &["swarm", "--meeting", "1", "--sites", "500", "--duration", "1"]);
+    assert!(!o.status.success() && stderr(&o).contains("invites only"), "{}", stderr(&o));
+}
