@@ -26,6 +26,7 @@
 //! keyframe_interval_s = 10
 //! audio = true
 //! audio_kbps = 32
+//! simulcast = false                   # three layers q/h/f (this one is h); the bridge forwards h for now
 //!
 //! [[event]]                           # optional, any number: a link change for a share of the sites
 //! at_s = 30                           # from the start of the drill
@@ -204,6 +205,7 @@ struct ChairToml {
     keyframe_interval_s: Option<f64>,
     audio: Option<bool>,
     audio_kbps: Option<u32>,
+    simulcast: Option<bool>,
 }
 
 fn fibre() -> String {
@@ -348,6 +350,7 @@ impl Scenario {
                     audio: c.audio.unwrap_or(d.audio),
                     audio_kbps: c.audio_kbps.unwrap_or(d.audio_kbps),
                     max_payload: d.max_payload,
+                    simulcast: c.simulcast.unwrap_or(d.simulcast),
                 };
                 if p.fps == 0 || p.fps > 60 {
                     return Err(DrillError::Config(format!("chair.fps = {}: expected 1..=60", p.fps)));

@@ -262,9 +262,10 @@ pub fn configure_body() -> Value {
     json!({ "request": "configure", "audio": true, "video": true })
 }
 
-/// VideoRoom `join` as a subscriber to every stream of `feed`.
+/// VideoRoom `join` as a subscriber to every stream of `feed`, at the middle simulcast substream (1 of 0–2: the
+/// 360p layer of a three-layer publisher, whichever order Janus ranks the rids in; ignored without simulcast).
 pub fn subscriber_join_body(room: u64, feed: u64) -> Value {
-    json!({ "request": "join", "ptype": "subscriber", "room": room, "streams": [{ "feed": feed }] })
+    json!({ "request": "join", "ptype": "subscriber", "room": room, "streams": [{ "feed": feed, "substream": 1 }] })
 }
 
 /// VideoRoom `start` of a subscriber (our answer goes in the `jsep`).
@@ -581,7 +582,9 @@ mod tests {
         let v = message("t4", 7, 9, subscriber_join_body(1234, 55), None);
         assert_eq!(
             v["body"],
-            json!({ "request": "join", "ptype": "subscriber", "room": 1234, "streams": [{ "feed": 55 }] })
+            json!({
+                "request": "join", "ptype": "subscriber", "room": 1234, "streams": [{ "feed": 55, "substream": 1 }]
+            })
         );
         assert!(v.get("jsep").is_none());
         assert_eq!(publisher_join_body(1, "p")["ptype"], "publisher");

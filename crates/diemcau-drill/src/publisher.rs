@@ -52,6 +52,32 @@ pub struct PublisherConfig {
     pub audio: bool,
     /// Audio bitrate, kbit/s of RTP payload (20 ms packets).
     pub audio_kbps: u32,
+    /// Send video as three simulcast layers (rids `q`, `h`, `f`): this configuration is `h`; `q` is half its size at
+    /// 30% of its bitrate, `f` twice its size at 3× (with the defaults: 320×180 at 150, 640×360 at 500, 1280×720 at
+    /// 1,500 kbit/s), as the chair's browser does.
+    pub simulcast: bool,
+}
+
+/// Simulcast rids, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+impl PublisherConfig {
+    /// The video-only configuration of simulcast layer `rid` (`q` or `f`) derived from this one (`h`).
+    pub fn layer(&self, rid: &str) -> PublisherConfig {
+        let (num, den, kbps_pct) = match rid {
+            "q" => (1, 2, 30),
+            "f" => (2, 1, 300),
+            _ => (1, 1, 100),
+        };
+        PublisherConfig {
+            video_kbps: (self.video_kbps * kbps_pct / 100).max(1),
+            width: self.width * num / den,
+            height: self.height * num / den,
+            audio: false,
+            simulcast: false,
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for PublisherConfig {
@@ -67,6 +93,7 @@ impl Default for PublisherConfig {
             height: 360,
             audio: true,
             audio_kbps: 32,
+            simulcast: false,
         }
     }
 }

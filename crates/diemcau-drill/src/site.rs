@@ -22,7 +22,7 @@ use diemcau_netem::{Direction as LinkDir, LinkPair, Profile, Timeline};
 use diemcau_proto::Role;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -30,7 +30,7 @@ use tracing::{debug, trace};
 
 use crate::DrillError;
 use crate::metrics::{LinkReport, Metrics, PacketInfo, SiteReport};
-use crate::publisher::{OutPacket, Publisher, PublisherConfig};
+use crate::publisher::{OutPacket, Publisher, PublisherConfig, SIMULCAST_RIDS};
 
 /// Bytes of IPv4 + UDP header counted against the emulated link's capacity for every datagram.
 pub const IP_UDP_OVERHEAD: usize = 28;
@@ -88,6 +88,8 @@ pub struct SyntheticSite {
     metrics: Metrics,
     publish: Option<PublisherConfig>,
     publisher: Option<Publisher>,
+    /// The other simulcast layers (`q`, `f`), video only, when publishing simulcast; `publisher` is then `h`.
+    layers: Vec<(Rid, Publisher)>,
     pending: Option<SdpPendingOffer>,
     audio_mid: Mid,
     video_mid: Mid,
@@ -126,7 +128,14 @@ impl SyntheticSite {
         let dir = if cfg.publish.is_some() { Direction::SendRecv } else { Direction::RecvOnly };
         let mut api = rtc.sdp_api();
         let audio_mid = api.add_media(MediaKind::Audio, dir, None, None, None);
-        let video_mid = api.add_media(MediaKind::Video, dir, None, None, None);
+        let simulcast = cfg.publish.as_ref().is_some_and(|p| p.simulcast && p.video).then(|| {
+            let mut s = Simulcast::new();
+            for rid in SIMULCAST_RIDS {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video_mid = api.add_media(MediaKind::Video, dir, None, None, simulcast);
         if cfg.role == Role::Chair {
             for _ in 0..cfg.recv_video_slots {
                 api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -214,6 +223,7 @@ impl SyntheticSite {
             metrics: Metrics::new(join_start),
             publish: cfg.publish,
             publisher: None,
+            layers: Vec::new(),
             pending: None,
             audio_mid,
             video_mid,
@@ -282,7 +292,7 @@ impl SyntheticSite {
 
     /// When the site next needs [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Instant {
-        let publisher = if self.connected { self.publisher.as_ref().and_then(Publisher::poll_timeout) } else { None };
+        let publisher = if self.connected { self.next_publish() } else { None };
         [Some(self.rtc_timeout), self.link.poll_timeout(), publisher]
             .into_iter()
             .flatten()
@@ -373,7 +383,7 @@ impl SyntheticSite {
                 }
                 self.drain(now);
             }
-            if self.connected && self.publisher.as_ref().and_then(Publisher::poll_timeout).is_some_and(|t| t <= now) {
+            if self.connected && self.next_publish().is_some_and(|t| t <= now) {
                 progressed = true;
                 self.publish(now);
             }
@@ -407,24 +417,33 @@ impl SyntheticSite {
         self.drain(now);
     }
 
+    /// When the next packet of any publisher (the main one and the simulcast layers) is due.
+    fn next_publish(&self) -> Option<Instant> {
+        let main = self.publisher.as_ref().and_then(Publisher::poll_timeout);
+        self.layers.iter().filter_map(|(_, p)| p.poll_timeout()).chain(main).min()
+    }
+
     fn publish(&mut self, now: Instant) {
         let Some(publisher) = &mut self.publisher else { return };
+        let main_rid = (!self.layers.is_empty()).then(|| Rid::from("h"));
         let mut packets = std::mem::take(&mut self.scratch);
         publisher.poll_packets(now, &mut packets);
-        {
-            let mut api = self.rtc.direct_api();
-            for p in packets.drain(..) {
-                let (mid, pt) = match p.kind {
-                    MediaKind::Audio => (self.audio_mid, self.pt_opus),
-                    MediaKind::Video => (self.video_mid, self.pt_vp8),
-                };
-                let (Some(pt), Some(tx)) = (pt, api.stream_tx_by_mid(mid, None)) else { continue };
-                tx.write_rtp(
-                    RtpWrite::new(pt, p.seq.into(), p.ts, p.capture, p.payload)
-                        .marker(p.marker)
-                        .nackable(p.kind == MediaKind::Video),
-                );
-            }
+        Self::write(
+            &mut self.rtc,
+            &mut packets,
+            main_rid,
+            (self.audio_mid, self.pt_opus),
+            (self.video_mid, self.pt_vp8),
+        );
+        for (rid, layer) in &mut self.layers {
+            layer.poll_packets(now, &mut packets);
+            Self::write(
+                &mut self.rtc,
+                &mut packets,
+                Some(*rid),
+                (self.audio_mid, self.pt_opus),
+                (self.video_mid, self.pt_vp8),
+            );
         }
         self.scratch = packets;
         // One drain for the whole burst (a video frame is several packets).
@@ -460,6 +479,29 @@ impl SyntheticSite {
         }
     }
 
+    /// Writes `packets` (draining it); video on simulcast layer `rid` when given.
+    fn write(
+        rtc: &mut Rtc,
+        packets: &mut Vec<OutPacket>,
+        rid: Option<Rid>,
+        audio: (Mid, Option<Pt>),
+        video: (Mid, Option<Pt>),
+    ) {
+        let mut api = rtc.direct_api();
+        for p in packets.drain(..) {
+            let ((mid, pt), rid) = match p.kind {
+                MediaKind::Audio => (audio, None),
+                MediaKind::Video => (video, rid),
+            };
+            let (Some(pt), Some(tx)) = (pt, api.stream_tx_by_mid(mid, rid)) else { continue };
+            tx.write_rtp(
+                RtpWrite::new(pt, p.seq.into(), p.ts, p.capture, p.payload)
+                    .marker(p.marker)
+                    .nackable(p.kind == MediaKind::Video),
+            );
+        }
+    }
+
     fn on_event(&mut self, now: Instant, e: Event) {
         match e {
             Event::Connected => {
@@ -469,6 +511,12 @@ impl SyntheticSite {
                     && self.publisher.is_none()
                 {
                     self.publisher = Some(Publisher::new(cfg.clone(), now, self.seed ^ 0x70b1_15e7));
+                    if cfg.simulcast && cfg.video {
+                        for (i, rid) in SIMULCAST_RIDS.into_iter().enumerate().filter(|(_, r)| *r != "h") {
+                            let p = Publisher::new(cfg.layer(rid), now, self.seed ^ (0x51_0000 + i as u64));
+                            self.layers.push((Rid::from(rid), p));
+                        }
+                    }
                 }
                 debug!(site = self.site_id, "connected");
             }
@@ -507,10 +555,18 @@ impl SyntheticSite {
                 );
             }
             Event::KeyframeRequest(r) => {
-                if r.mid == self.video_mid
-                    && let Some(p) = &mut self.publisher
-                {
+                if r.mid != self.video_mid {
+                    return;
+                }
+                // A request names its layer (rid) under simulcast; the main publisher is `h`, or the only one.
+                let main = r.rid.is_none() || self.layers.is_empty() || r.rid == Some(Rid::from("h"));
+                if main && let Some(p) = &mut self.publisher {
                     p.request_keyframe();
+                }
+                for (rid, p) in &mut self.layers {
+                    if r.rid.is_none() || r.rid == Some(*rid) {
+                        p.request_keyframe();
+                    }
                 }
             }
             _ => {}

@@ -104,3 +104,40 @@ async fn ten_sites_on_fibre_and_3g_receive_the_chair() -> Result<(), Box<dyn std
     assert!(report.cost.rtp_packets > 0);
     Ok(())
 }
+
+/// A chair publishing three simulcast layers (q 320×180, h 640×360, f 1280×720): the bridge forwards one layer, the
+/// 360p `h`, to every site — their decoders see 360-line keyframes and they receive about h's bitrate, not the sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_receive_the_360p_layer_of_a_simulcast_chair() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let running = diemcau::start(diemcau::Config::for_tests(dir.path())).await?;
+    let ws_url = format!("ws://{}/ws", running.http_addr);
+    let chair_id = running.demo.chair_site_id;
+    let mut chair = SwarmConfig::new(ws_url.clone(), vec![(chair_id, running.token(Role::Chair, chair_id))]);
+    chair.publish = true;
+    chair.publisher.simulcast = true;
+    chair.duration = Duration::from_secs(9);
+    let invited = running.state.store().invited_sites(running.demo.meeting_id)?;
+    let tokens: Vec<(i64, String)> = invited.iter().take(3).map(|s| (s.id, running.token(Role::Site, s.id))).collect();
+    let mut sites = SwarmConfig::new(ws_url, tokens);
+    sites.duration = Duration::from_secs(7);
+
+    let chair_run = tokio::spawn(Swarm::new(chair)?.run(|_| {}));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = Swarm::new(sites)?.run(|_| {}).await?;
+    let chair_report = chair_run.await??;
+    running.shutdown().await;
+
+    assert!(chair_report.sites[0].connected);
+    for s in &report.sites {
+        assert!(s.video.frames > 30, "site {} decoded {} frames: {:?}", s.site_id, s.video.frames, s);
+        // h is 500 kbit/s; all three layers together would be ≈ 2,150 kbit/s.
+        let kbps = s.video.bytes as f64 * 8.0 / (s.video.watch_ms.max(1.0));
+        assert!((250.0..900.0).contains(&kbps), "site {} receives {kbps:.0} kbit/s of video", s.site_id);
+    }
+    let series = &report.series[0].points;
+    let last = series.last().ok_or("no series")?;
+    assert_eq!(last.layers.get(&360), Some(&3), "every site decodes the 360p layer: {last:?}");
+    assert!(last.layers.keys().all(|h| *h == 360), "{last:?}");
+    Ok(())
+}

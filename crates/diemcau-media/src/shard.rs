@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::ice::StunMessage;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -52,6 +52,29 @@ pub struct Forwarded {
     pub payload: Arc<[u8]>,
     /// When the bridge received it.
     pub received: Instant,
+    /// The simulcast layer (rid) it belongs to, when the publisher sends simulcast.
+    pub layer: Option<Rid>,
+}
+
+/// Index of a simulcast rid, lowest layer first (`q`, `h`, `f`; 0 without simulcast or for another name).
+fn layer_index(rid: Option<Rid>) -> u64 {
+    match rid.as_deref() {
+        Some("q") => 1,
+        Some("h") => 2,
+        Some("f") => 3,
+        _ => 0,
+    }
+}
+
+/// The rewriter's source id of `track`'s layer `rid` (`track` shifted left by 2, the layer index below).
+fn source_id(track: TrackId, rid: Option<Rid>) -> u64 {
+    track.as_u64() << 2 | layer_index(rid)
+}
+
+/// The layer subscribers receive of a simulcast track whose layers `seen` arrived: `h` (the 360p layer) when the
+/// publisher sends it, else the lowest. (Per-subscriber choice by bandwidth estimate is the allocator's, issue 4.)
+fn chosen_layer(seen: &[Rid]) -> Option<Rid> {
+    seen.iter().copied().find(|r| &**r == "h").or_else(|| seen.iter().copied().min_by_key(|r| layer_index(Some(*r))))
 }
 
 struct Slot {
@@ -72,7 +95,7 @@ struct Peer {
     pending: Vec<Instant>,
     publishes: HashMap<Mid, Kind>,
     slots: HashMap<Mid, Slot>,
-    ssrc_mid: HashMap<Ssrc, Mid>,
+    ssrc_mid: HashMap<Ssrc, (Mid, Option<Rid>)>,
     send_pt: Vec<(Codec, Pt)>,
     connected: bool,
     dead: bool,
@@ -111,6 +134,8 @@ pub(crate) struct Shard {
     inbox: Vec<Arc<Forwarded>>,
     /// Subscribers written into this turn, to drain once each.
     touched: Vec<PeerId>,
+    /// Simulcast layers seen per publishing track.
+    layers: HashMap<TrackId, Vec<Rid>>,
 }
 
 const MAX_BATCH: usize = 64;
@@ -149,6 +174,7 @@ impl Shard {
             delay,
             inbox: Vec::new(),
             touched: Vec::new(),
+            layers: HashMap::new(),
         }
     }
 
@@ -454,7 +480,7 @@ impl Shard {
             unsubscribe(&mut self.subs, old, pid, mid);
         }
         slot.source = source;
-        slot.rewriter.select(source.map(TrackId::as_u64));
+        slot.rewriter.select(source.map(|t| source_id(t, None)));
         if let Some(src) = source {
             self.subs.entry(src).or_default().push((pid, mid));
             if src.kind == Kind::Video {
@@ -469,6 +495,20 @@ impl Shard {
     fn forward_inbox(&mut self, socket: &UdpSocket) {
         let mut inbox = std::mem::take(&mut self.inbox);
         for f in &inbox {
+            match f.layer {
+                Some(rid) => {
+                    let seen = self.layers.entry(f.track).or_default();
+                    if !seen.contains(&rid) {
+                        seen.push(rid);
+                    }
+                    if chosen_layer(seen) != Some(rid) {
+                        continue;
+                    }
+                }
+                // A simulcast packet whose layer is not bound yet: which layer it is, nobody knows.
+                None if self.layers.contains_key(&f.track) => continue,
+                None => {}
+            }
             let Some(list) = self.subs.get(&f.track) else { continue };
             let mut want_keyframe = false;
             for (pid, mid) in list {
@@ -478,13 +518,14 @@ impl Shard {
                 }
                 let Some(pt) = peer.send_pt.iter().find(|(c, _)| *c == f.codec).map(|(_, pt)| *pt) else { continue };
                 let Some(slot) = peer.slots.get_mut(mid) else { continue };
-                let mapped = slot.rewriter.map(InPacket {
-                    source: f.track.as_u64(),
-                    seq: f.seq,
-                    ts: f.ts,
-                    keyframe: f.keyframe,
-                    at: f.received,
-                });
+                // Each simulcast layer is its own source: the slot follows the track onto the layer being
+                // forwarded, and a change of layer waits for that layer's keyframe (continuity kept).
+                let source = source_id(f.track, f.layer);
+                if slot.rewriter.selected().is_some_and(|s| s >> 2 == f.track.as_u64() && s != source) {
+                    slot.rewriter.select(Some(source));
+                }
+                let mapped =
+                    slot.rewriter.map(InPacket { source, seq: f.seq, ts: f.ts, keyframe: f.keyframe, at: f.received });
                 let (seq, ts) = match mapped {
                     Mapped::Write { seq, ts } => (seq, ts),
                     Mapped::NeedKeyframe => {
@@ -542,8 +583,11 @@ impl Shard {
             return;
         }
         let Some(mid) = peer.publishes.iter().find(|(_, k)| **k == Kind::Video).map(|(m, _)| *m) else { return };
+        // Under simulcast, the layer subscribers receive.
+        let layer = self.layers.get(&track).and_then(|seen| chosen_layer(seen));
         let mut api = peer.rtc.direct_api();
-        let Some(rx) = api.stream_rx_by_mid(mid, None) else { return };
+        let layer = if api.stream_rx_by_mid(mid, layer).is_some() { layer } else { None };
+        let Some(rx) = api.stream_rx_by_mid(mid, layer) else { return };
         rx.request_keyframe(KeyframeRequestKind::Pli);
         self.keyframe_last.insert(track, now);
         trace!(peer = track.peer.0, "keyframe requested");
@@ -673,12 +717,19 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
         Event::RtpPacket(p) => {
             peer.stats.packets_in += 1;
             let ssrc = p.header.ssrc;
-            let mid = match peer.ssrc_mid.get(&ssrc) {
+            let (mid, layer) = match peer.ssrc_mid.get(&ssrc) {
                 Some(m) => *m,
                 None => {
-                    let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else { return };
-                    peer.ssrc_mid.insert(ssrc, mid);
-                    mid
+                    let Some(found) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else {
+                        return;
+                    };
+                    // A simulcast layer's SSRC may be known (from the SDP) before str0m binds its rid from the RTP
+                    // header extension: keep asking until it has one (video only; audio has no layers).
+                    let is_video = peer.publishes.get(&found.0) == Some(&Kind::Video);
+                    if found.1.is_some() || !is_video {
+                        peer.ssrc_mid.insert(ssrc, found);
+                    }
+                    found
                 }
             };
             let Some(kind) = peer.publishes.get(&mid).copied() else { return };
@@ -698,6 +749,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                 voice_activity: p.header.ext_vals.voice_activity,
                 payload: p.payload,
                 received: p.timestamp,
+                layer,
             }));
         }
         Event::KeyframeRequest(r) => {
@@ -730,5 +782,24 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_get_the_360p_layer_when_it_is_sent_else_the_lowest() {
+        let r = |s: &str| Rid::from(s);
+        assert_eq!(chosen_layer(&[]), None);
+        assert_eq!(chosen_layer(&[r("f"), r("q"), r("h")]), Some(r("h")));
+        assert_eq!(chosen_layer(&[r("f"), r("q")]), Some(r("q")));
+        assert_eq!(chosen_layer(&[r("f")]), Some(r("f")));
+        // Each layer is its own rewriter source; the track without layers is layer 0.
+        let t = TrackId { peer: PeerId(7), kind: Kind::Video };
+        let ids: Vec<u64> = [None, Some(r("q")), Some(r("h")), Some(r("f"))].map(|l| source_id(t, l)).to_vec();
+        assert_eq!(ids.iter().map(|i| i >> 2).collect::<Vec<_>>(), vec![t.as_u64(); 4]);
+        assert_eq!(ids.iter().map(|i| i & 3).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     }
 }

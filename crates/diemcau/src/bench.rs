@@ -1,5 +1,6 @@
 //! `diemcau bench fanout`: the fan-out benchmark. A bridge runs as its own process (so its CPU and memory are its
-//! own, read from `/proc/<pid>`), a synthetic chair publishes video and Opus to it, and steps of N synthetic
+//! own, read from `/proc/<pid>`), a synthetic chair publishes three simulcast layers (320×180 at 150, 640×360 at 500,
+//! 1280×720 at 1,500 kbit/s) and Opus to it, subscribers get the 360p layer, and steps of N synthetic
 //! subscribers (str0m clients, [`diemcau_drill::Swarm`]) join, settle and are measured over a fixed window:
 //! - bridge CPU seconds per subscriber-second (`utime + stime` of the bridge process over the window),
 //! - bridge RSS per subscriber (resident memory at the end of the window less the chair-only baseline),

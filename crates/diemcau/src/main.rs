@@ -115,6 +115,9 @@ enum BenchCmd {
         /// The chair's video bitrate (the 360p layer), kbit/s.
         #[arg(long, default_value_t = 500)]
         video_kbps: u32,
+        /// The chair sends one layer instead of three simulcast layers (subscribers get the 360p layer either way).
+        #[arg(long)]
+        single_layer: bool,
         /// Systems to measure, in order: `diemcau`, `janus` (Debian's janus in a network namespace; needs root).
         #[arg(long, value_delimiter = ',', default_value = "diemcau")]
         systems: Vec<String>,
@@ -329,6 +332,7 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
         swarm_threads,
         shards,
         video_kbps,
+        single_layer,
         systems,
         janus_scripts,
         work_dir,
@@ -348,7 +352,11 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
         join_rate,
         swarm_threads: swarm_threads.max(1),
         shards: shards.max(1),
-        publisher: diemcau_drill::PublisherConfig { video_kbps, ..diemcau_drill::PublisherConfig::default() },
+        publisher: diemcau_drill::PublisherConfig {
+            video_kbps,
+            simulcast: !single_layer,
+            ..diemcau_drill::PublisherConfig::default()
+        },
         work_dir,
         bridge_exe: std::env::current_exe()?,
     };
