@@ -300,6 +300,17 @@ pub struct Progress {
     pub failed: usize,
 }
 
+impl std::fmt::Display for Progress {
+    /// `joined 180/200, connected 178, receiving video 170, failed 0` (the elapsed time is the caller's to show).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "joined {}/{}, connected {}, receiving video {}, failed {}",
+            self.joined, self.sites, self.connected, self.receiving_video, self.failed
+        )
+    }
+}
+
 /// Aggregates over the sites behind one link preset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProfileSummary {

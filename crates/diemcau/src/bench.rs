@@ -292,14 +292,7 @@ async fn run_steps(
         let report = swarm
             .run(|p| {
                 if p.elapsed.as_secs() % 5 == 0 {
-                    progress(&format!(
-                        "{system} {n}: {:>3.0} s, joined {}, connected {}, receiving {}, failed {}",
-                        p.elapsed.as_secs_f64(),
-                        p.joined,
-                        p.connected,
-                        p.receiving_video,
-                        p.failed
-                    ));
+                    progress(&format!("{system} {n}: {:>3.0} s, {p}", p.elapsed.as_secs_f64()));
                 }
             })
             .await?;

@@ -271,16 +271,7 @@ fn drill_run(
     let output = rt.block_on(diemcau::drill::run(cfg, &scenario, out, |p| {
         let done = (p.elapsed.as_secs_f64() / total).min(1.0);
         let bar = "#".repeat((done * 20.0).round() as usize);
-        eprintln!(
-            "[{bar:<20}] {:>3.0}% {:>4.0} s: joined {}/{}, connected {}, receiving video {}, failed {}",
-            done * 100.0,
-            p.elapsed.as_secs_f64(),
-            p.joined,
-            p.sites,
-            p.connected,
-            p.receiving_video,
-            p.failed
-        );
+        eprintln!("[{bar:<20}] {:>3.0}% {:>4.0} s: {p}", done * 100.0, p.elapsed.as_secs_f64());
     }))?;
     let r = &output.report;
     println!("profile	sites	connected	video	first frame p95 ms	audio continuity	worst gap ms	freeze %	result");
@@ -490,17 +481,7 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             sc.threads = threads.max(1);
             let swarm = diemcau_drill::Swarm::new(sc)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let report = rt.block_on(swarm.run(|p| {
-                eprintln!(
-                    "[{:>4.0} s] joined {}/{}, connected {}, receiving video {}, failed {}",
-                    p.elapsed.as_secs_f64(),
-                    p.joined,
-                    p.sites,
-                    p.connected,
-                    p.receiving_video,
-                    p.failed
-                );
-            }))?;
+            let report = rt.block_on(swarm.run(|p| eprintln!("[{:>4.0} s] {p}", p.elapsed.as_secs_f64())))?;
             println!(
                 "profile\tsites\tconnected\tvideo\taudio\tfirst frame p50 ms\taudio continuity\tworst gap ms\tfreeze %"
             );
