@@ -453,6 +453,7 @@ impl Shard {
         for kind in [Kind::Audio, Kind::Video] {
             self.subs.remove(&TrackId { peer: pid, kind });
             self.keyframe_last.remove(&TrackId { peer: pid, kind });
+            self.layers.remove(&TrackId { peer: pid, kind });
         }
         if let Ok(mut s) = self.stats.lock() {
             s.remove(&pid);
@@ -476,7 +477,8 @@ impl Shard {
         if slot.source == source {
             return;
         }
-        if let Some(old) = slot.source {
+        let old = slot.source;
+        if let Some(old) = old {
             unsubscribe(&mut self.subs, old, pid, mid);
         }
         slot.source = source;
@@ -487,6 +489,14 @@ impl Shard {
                 self.deferred.push(Deferred::Keyframe(src));
             }
         }
+        // Another shard's publisher nobody here receives any more: forget its layers (learnt again from its packets
+        // if someone subscribes).
+        if let Some(old) = old
+            && !self.subs.contains_key(&old)
+            && !self.peers.contains_key(&old.peer)
+        {
+            self.layers.remove(&old);
+        }
     }
 
     /// Forwards this turn's packets: every packet is written into each of its subscribers first, then each
@@ -495,6 +505,11 @@ impl Shard {
     fn forward_inbox(&mut self, socket: &UdpSocket) {
         let mut inbox = std::mem::take(&mut self.inbox);
         for f in &inbox {
+            // Layers are learnt from the packets, for the tracks someone here receives and for this shard's own
+            // publishers (their keyframe requests name the layer being forwarded).
+            if !self.subs.contains_key(&f.track) && !self.peers.contains_key(&f.track.peer) {
+                continue;
+            }
             match f.layer {
                 Some(rid) => {
                     let seen = self.layers.entry(f.track).or_default();
