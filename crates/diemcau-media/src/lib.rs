@@ -13,6 +13,10 @@
 //!   writes it into its subscribers' `Rtc`s, which encrypt per subscriber.
 //! * What a subscriber receives is decided outside, by the signalling layer: it assigns each *slot* (an outgoing `mid`
 //!   of a peer) a source track with [`Media::set_slot`]. A slot switch is seamless (see [`rewrite`]).
+//! * Simulcast: of a publisher's layers (rids), one is forwarded — `h` when sent, else the lowest — each layer being
+//!   its own rewriter source (a layer change waits for its keyframe). Per-subscriber choice comes with issue 4.
+//! * Every forwarded copy's delay (received → sealed and sent) goes into a per-shard [`histogram`]
+//!   ([`Media::forward_delays`]).
 //! * NACK/RTX both ways and RTCP are str0m's; keyframe requests from subscribers are forwarded to the publisher, at
 //!   most one per [`KEYFRAME_REQUEST_INTERVAL`] per track.
 //!
