@@ -363,6 +363,27 @@ pub struct CostReport {
     pub cpu_ms_per_site_second: Option<f64>,
 }
 
+impl std::fmt::Display for CostReport {
+    /// One line: CPU, packets and datagrams, wake-ups, then µs per received RTP packet and ms per site-second.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        write!(
+            f,
+            "{:.1} ms CPU on {} media thread(s) for {} RTP packets ({} datagrams in, {} out; {} wakeups, {} site \
+             timeouts): {:.2} µs per received RTP packet, {:.3} ms per site-second",
+            v(self.cpu_ms),
+            self.threads,
+            self.rtp_packets,
+            self.datagrams_in,
+            self.datagrams_out,
+            self.wakeups,
+            self.site_timeouts,
+            v(self.cpu_us_per_rtp_packet),
+            v(self.cpu_ms_per_site_second)
+        )
+    }
+}
+
 /// The outcome of a swarm.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SwarmReport {
