@@ -1,0 +1,9 @@
+//! The end-to-end suite in one test binary (one link instead of one per file): headless Chromium pages, the
+//! webrtc-rs interop site, bad input, renegotiation and the drill report.
+
+mod bad_input;
+mod drill_report;
+mod e2e_chromium;
+mod e2e_reconnect;
+mod interop_webrtc_rs;
+mod renegotiation;
