@@ -157,6 +157,12 @@ pub struct PeerStats {
     pub packets_out: u64,
     /// RTP packets received from the peer.
     pub packets_in: u64,
+    /// Loss from the peer as the bridge's receiver reports count it, percent.
+    pub loss_in_pct: Option<f64>,
+    /// Link-check probe packets sent to the peer.
+    pub probe_packets: u64,
+    /// Link-check probe payload bytes sent to the peer.
+    pub probe_bytes: u64,
 }
 
 pub(crate) type StatsMap = Arc<Mutex<HashMap<PeerId, PeerStats>>>;
@@ -165,6 +171,7 @@ pub(crate) enum Command {
     Offer { peer: PeerId, sdp: String, reply: oneshot::Sender<Result<Negotiated, MediaError>> },
     Remove { peer: PeerId },
     SetSlot { peer: PeerId, mid: String, source: Option<TrackId> },
+    Probe { peer: PeerId, kbps: u32, packet_bytes: usize },
     Shutdown,
 }
 
@@ -282,6 +289,13 @@ impl Media {
     pub fn set_slot(&self, peer: PeerId, mid: &str, source: Option<TrackId>) -> Result<(), MediaError> {
         let shard = self.shard_of(peer).ok_or(MediaError::UnknownPeer(peer))?;
         self.send(shard, ShardMsg::Command(Command::SetSlot { peer, mid: mid.to_string(), source }))
+    }
+
+    /// Sends a link check's probe train to `peer` — `packet_bytes`-byte RTP packets at `kbps` on a free video slot —
+    /// or stops it (`kbps == 0`). The packets are never resent.
+    pub fn probe(&self, peer: PeerId, kbps: u32, packet_bytes: usize) -> Result<(), MediaError> {
+        let shard = self.shard_of(peer).ok_or(MediaError::UnknownPeer(peer))?;
+        self.send(shard, ShardMsg::Command(Command::Probe { peer, kbps, packet_bytes }))
     }
 
     /// Asks the publisher of `track` for a keyframe (rate-limited per track).

@@ -101,6 +101,35 @@ struct Peer {
     dead: bool,
     last_bytes: Option<(Instant, u64, u64)>,
     stats: PeerStats,
+    /// A link check's probe train toward this peer, if one runs.
+    probe: Option<Probe>,
+}
+
+/// A link check's probe train: fixed-size VP8-shaped RTP packets on one of the peer's video slots, paced at a set
+/// rate. The payload is an inter frame that never decodes (no keyframe precedes it): receivers count it and drop it.
+struct Probe {
+    mid: Mid,
+    pt: Pt,
+    interval: Duration,
+    next: Instant,
+    seq: u16,
+    ts: u32,
+    payload: Arc<[u8]>,
+}
+
+impl Probe {
+    /// The packets due by `now` (at most 50 ms of them: after a stall the train resumes rather than bursts).
+    fn due(&mut self, now: Instant) -> usize {
+        if now.saturating_duration_since(self.next) > Duration::from_millis(50) {
+            self.next = now;
+        }
+        let mut n = 0;
+        while self.next <= now {
+            self.next += self.interval;
+            n += 1;
+        }
+        n
+    }
 }
 
 enum Deferred {
@@ -139,6 +168,10 @@ pub(crate) struct Shard {
 }
 
 const MAX_BATCH: usize = 64;
+
+/// Bounds of a probe packet's payload, bytes.
+const PROBE_MIN_BYTES: usize = 50;
+const PROBE_MAX_BYTES: usize = 1200;
 
 /// Resend cache of a subscriber's video slot: packets and age.
 const RTX_CACHE_VIDEO_PACKETS: usize = 128;
@@ -247,6 +280,9 @@ impl Shard {
             }
             ShardMsg::Command(Command::Remove { peer }) => self.remove_peer(peer),
             ShardMsg::Command(Command::SetSlot { peer, mid, source }) => self.set_slot(peer, &mid, source),
+            ShardMsg::Command(Command::Probe { peer, kbps, packet_bytes }) => {
+                self.set_probe(peer, kbps, packet_bytes, socket)
+            }
             ShardMsg::Command(Command::Shutdown) => return false,
         }
         self.flush_deferred(socket);
@@ -299,6 +335,7 @@ impl Shard {
                 continue; // stale: a newer, earlier entry replaced it
             }
             peer.scheduled = None;
+            send_probe(peer, now);
             if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                 debug!(peer = pid.0, "timeout input failed: {e}");
             }
@@ -390,6 +427,7 @@ impl Shard {
                 dead: false,
                 last_bytes: None,
                 stats: PeerStats { shard: self.idx, ..Default::default() },
+                probe: None,
             };
             self.peers.insert(pid, peer);
             self.by_ufrag.insert(ufrag, pid);
@@ -586,6 +624,45 @@ impl Shard {
         }
     }
 
+    /// Starts, changes or (`kbps == 0`) stops the probe train toward `pid`, on its first video slot that carries
+    /// nothing (a link check's peer receives nothing else).
+    fn set_probe(&mut self, pid: PeerId, kbps: u32, packet_bytes: usize, socket: &UdpSocket) {
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        if kbps == 0 {
+            peer.probe = None;
+            return;
+        }
+        let size = packet_bytes.clamp(PROBE_MIN_BYTES, PROBE_MAX_BYTES);
+        let interval = Duration::from_secs_f64(size as f64 * 8.0 / (f64::from(kbps) * 1000.0));
+        if let Some(probe) = peer.probe.as_mut() {
+            if probe.payload.len() != size {
+                probe.payload = probe_payload(size);
+            }
+            probe.interval = interval;
+            return;
+        }
+        let Some(pt) = peer.send_pt.iter().find(|(c, _)| *c == Codec::Vp8).map(|(_, pt)| *pt) else {
+            warn!(peer = pid.0, "probe: the peer negotiated no VP8");
+            return;
+        };
+        let mut video: Vec<Mid> =
+            peer.slots.iter().filter(|(_, s)| s.kind == Kind::Video && s.source.is_none()).map(|(m, _)| *m).collect();
+        video.sort_by_key(|m| mid_order(m));
+        let Some(mid) = video.first().copied() else {
+            warn!(peer = pid.0, "probe: the peer has no free video slot");
+            return;
+        };
+        if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            // Probe packets are never resent: a resend would count twice in what the link carried.
+            tx.set_rtx_cache(0, Duration::ZERO, None);
+        }
+        let now = crate::now();
+        peer.probe = Some(Probe { mid, pt, interval, next: now, seq: 1, ts: 0, payload: probe_payload(size) });
+        send_probe(peer, now);
+        drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
+        schedule(&mut self.timers, peer, pid);
+    }
+
     fn request_keyframe(&mut self, track: TrackId, socket: &UdpSocket) {
         if track.kind != Kind::Video {
             return;
@@ -660,13 +737,46 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
     }
 }
 
+/// A VP8 payload of `size` bytes: descriptor (start of partition 0) and a frame header marking an inter frame.
+fn probe_payload(size: usize) -> Arc<[u8]> {
+    let mut p = vec![0u8; size];
+    p[0] = 0x10;
+    p[1] = 0x01;
+    p.into()
+}
+
+/// Writes the probe packets due by `now` into the peer's `Rtc` (sent by the next drain).
+fn send_probe(peer: &mut Peer, now: Instant) {
+    let Some(probe) = peer.probe.as_mut() else { return };
+    let n = probe.due(now);
+    if n == 0 {
+        return;
+    }
+    let mut api = peer.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(probe.mid, None) else { return };
+    for _ in 0..n {
+        probe.ts = probe.ts.wrapping_add(3000);
+        let w = RtpWrite::new(probe.pt, u64::from(probe.seq).into(), probe.ts, now, probe.payload.clone())
+            .marker(true)
+            .nackable(false);
+        tx.write_rtp(w);
+        probe.seq = probe.seq.wrapping_add(1);
+        peer.stats.probe_packets += 1;
+        peer.stats.probe_bytes += probe.payload.len() as u64;
+    }
+}
+
 /// Puts the peer's next timeout in the heap, unless an entry at or before it is already there: a forwarded packet
 /// moves most subscribers' timeouts, and one heap entry per packet per subscriber made the heap the hot path's biggest
 /// data structure. A timeout that moved later fires early once (str0m ignores an early `Timeout`), then is rescheduled.
 fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, PeerId)>>, peer: &mut Peer, pid: PeerId) {
-    if peer.scheduled.is_none_or(|s| peer.next_timeout < s) {
-        peer.scheduled = Some(peer.next_timeout);
-        timers.push(Reverse((peer.next_timeout, pid)));
+    let due = match &peer.probe {
+        Some(p) => p.next.min(peer.next_timeout),
+        None => peer.next_timeout,
+    };
+    if peer.scheduled.is_none_or(|s| due < s) {
+        peer.scheduled = Some(due);
+        timers.push(Reverse((due, pid)));
     }
 }
 
@@ -782,6 +892,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             }
             peer.last_bytes = Some((s.timestamp, s.peer_bytes_rx, s.peer_bytes_tx));
             peer.stats.loss_pct = s.egress_loss_fraction.map(|l| f64::from(l) * 100.0);
+            peer.stats.loss_in_pct = s.ingress_loss_fraction.map(|l| f64::from(l) * 100.0);
             peer.stats.rtt_ms = s.rtt.map(|r| r.as_secs_f64() * 1000.0);
             peer.stats.shard = shard;
             if let Ok(mut m) = stats.lock() {

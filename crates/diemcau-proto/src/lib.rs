@@ -22,6 +22,8 @@ pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// WebSocket close codes used by the bridge (4000–4999 are free for applications).
 pub mod close {
+    /// The session is over as planned (e.g. a link check sent its result).
+    pub const NORMAL: u16 = 1000;
     /// The token is missing, malformed, badly signed or expired.
     pub const BAD_TOKEN: u16 = 4001;
     /// The message could not be parsed, is binary, or the handshake went wrong (no or a wrong first message).
@@ -213,6 +215,105 @@ pub enum ClientMsg {
     Stats(ClientStats),
     /// Keep-alive; answered by [`ServerMsg::Pong`].
     Ping {},
+    /// Link check (`/ws/check` only): what the client has received of the bridge's probe so far, cumulative.
+    CheckReport(CheckReport),
+}
+
+/// A link-check client's receive counters for the bridge's probe stream (cumulative since the check began).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckReport {
+    /// RTP packets received.
+    pub rx_packets: u64,
+    /// RTP payload bytes received.
+    pub rx_bytes: u64,
+    /// RTP packets lost (expected minus received).
+    pub rx_lost: i64,
+    /// The client's own round-trip-time estimate, ms.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+}
+
+/// Direction being measured by a link-check step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckPhase {
+    /// Bridge → site: the bridge sends a probe at `kbps`; the client reports what arrives.
+    Down,
+    /// Site → bridge: the client sends video at `kbps`; the bridge measures what arrives.
+    Up,
+}
+
+/// One measured step of a link check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckStep {
+    /// Direction.
+    pub phase: CheckPhase,
+    /// Rate asked for, kbit/s of RTP payload.
+    pub kbps: u32,
+    /// Rate that arrived, kbit/s (`None`: nothing could be measured).
+    pub delivered_kbps: Option<f64>,
+    /// Packets lost in the step, percent (`None`: unknown).
+    pub loss_pct: Option<f64>,
+}
+
+/// The profile a site is recommended to join with, from its link check (most to least demanding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkProfile {
+    /// Audio only: no video fits.
+    AudioOnly,
+    /// Video at 180p (~150 kbit/s).
+    Low,
+    /// Video at 360p (~500 kbit/s).
+    Standard,
+    /// Video at 720p (~1.5 Mbit/s).
+    Full,
+}
+
+impl LinkProfile {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkProfile::AudioOnly => "audio_only",
+            LinkProfile::Low => "low",
+            LinkProfile::Standard => "standard",
+            LinkProfile::Full => "full",
+        }
+    }
+
+    /// Parses [`LinkProfile::as_str`].
+    pub fn parse(s: &str) -> Option<LinkProfile> {
+        [LinkProfile::AudioOnly, LinkProfile::Low, LinkProfile::Standard, LinkProfile::Full]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+/// The outcome of a link check, as the bridge measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkCheckResult {
+    /// Downlink (bridge → site) capacity, kbit/s of RTP payload: the most that arrived in one step.
+    pub down_kbps: Option<f64>,
+    /// `true` when the downlink ran out before the top step (the figure is the link's capacity); `false` means the
+    /// link carried every step and the capacity is at least the figure.
+    pub down_saturated: bool,
+    /// Uplink (site → bridge) capacity, kbit/s, as the most that arrived in one step.
+    pub up_kbps: Option<f64>,
+    /// As `down_saturated`, for the uplink.
+    pub up_saturated: bool,
+    /// Downlink loss at rates the link carried, percent.
+    pub down_loss_pct: Option<f64>,
+    /// Uplink loss, percent (the bridge's receiver reports).
+    pub up_loss_pct: Option<f64>,
+    /// Round-trip time, ms (median of the check's samples).
+    pub rtt_ms: Option<f64>,
+    /// What the site should join with.
+    pub recommended: LinkProfile,
+    /// Every step, in order.
+    pub steps: Vec<CheckStep>,
+    /// How long the measurement took, ms.
+    pub duration_ms: u64,
 }
 
 /// Messages from the bridge to a client.
@@ -274,6 +375,21 @@ pub enum ServerMsg {
     },
     /// Answer to [`ClientMsg::Ping {}`].
     Pong,
+    /// Link check: a step begins (`percent` of the whole check done so far). In an `up` step the client sends video at
+    /// `kbps`; in a `down` step the bridge sends its probe at `kbps` and the client reports with `check_report`.
+    CheckStep {
+        /// Direction measured.
+        phase: CheckPhase,
+        /// Rate of the step, kbit/s.
+        kbps: u32,
+        /// Progress of the whole check, 0–100.
+        percent: u8,
+    },
+    /// Link check: the result, also stored with the site. The bridge closes the connection after it.
+    CheckResult {
+        /// The measures and the recommended profile.
+        result: LinkCheckResult,
+    },
 }
 
 impl ClientMsg {
@@ -305,6 +421,7 @@ mod tests {
             ClientMsg::RequestKeyframe {},
             ClientMsg::Stats(ClientStats { frames_decoded: 5, ..Default::default() }),
             ClientMsg::Ping {},
+            ClientMsg::CheckReport(CheckReport { rx_packets: 9, rx_bytes: 9000, rx_lost: 1, rtt_ms: Some(40.0) }),
         ];
         for m in msgs {
             let json = serde_json::to_string(&m).unwrap();
@@ -324,6 +441,19 @@ mod tests {
             ClientMsg::Stats(ClientStats { frames_decoded: 7, ..Default::default() })
         );
         assert_eq!(ServerMsg::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ClientMsg::parse(r#"{"type":"check_report","rx_packets":3,"rx_bytes":300,"rx_lost":0}"#).unwrap(),
+            ClientMsg::CheckReport(CheckReport { rx_packets: 3, rx_bytes: 300, rx_lost: 0, rtt_ms: None })
+        );
+        assert!(
+            ClientMsg::parse(r#"{"type":"check_report","rx_packets":3,"rx_bytes":300,"rx_lost":0,"x":1}"#).is_err()
+        );
+        assert_eq!(
+            ServerMsg::CheckStep { phase: CheckPhase::Down, kbps: 512, percent: 40 }.to_json(),
+            r#"{"type":"check_step","phase":"down","kbps":512,"percent":40}"#
+        );
+        assert_eq!(LinkProfile::parse("audio_only"), Some(LinkProfile::AudioOnly));
+        assert!(LinkProfile::AudioOnly < LinkProfile::Full);
     }
 
     #[test]

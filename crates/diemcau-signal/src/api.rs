@@ -400,3 +400,38 @@ pub(crate) async fn bridge_metrics(
         forward_delay: state.media.forward_delays().summary(),
     }))
 }
+
+/// `GET /api/link-checks`: the latest link check of each site. The admin sees every site; a chair or technician
+/// token, the meeting's sites; a site token, its own site.
+pub(crate) async fn link_checks(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let checks = if require_admin(&state, &headers).is_ok() {
+        state.store.latest_link_checks(None)?
+    } else {
+        let Some(tok) = q.token.as_deref().or_else(|| bearer(&headers)) else {
+            return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
+        };
+        let claims =
+            token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+        if claims.role == Role::Site {
+            state.store.latest_link_checks(Some(claims.site_id))?
+        } else {
+            let meeting = state
+                .store
+                .meeting(claims.meeting_id)?
+                .ok_or_else(|| AppError::NotFound(format!("meeting {}", claims.meeting_id)))?;
+            if claims.site_id != meeting.chair_site_id {
+                return Err(AppError::Forbidden(
+                    "chair and technician tokens must be for the meeting's chairing site".into(),
+                ));
+            }
+            let mut checks = state.store.latest_link_checks(None)?;
+            checks.retain(|c| c.site_id == meeting.chair_site_id || meeting.invited.contains(&c.site_id));
+            checks
+        }
+    };
+    Ok(Json(serde_json::json!({ "checks": checks })))
+}

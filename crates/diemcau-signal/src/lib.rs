@@ -13,7 +13,9 @@
 //! `tower::ServiceExt::oneshot` or serve it on port 0.
 
 mod api;
+mod check;
 mod error;
+pub mod linkcheck;
 mod room;
 mod web;
 mod ws;
@@ -139,6 +141,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(ws::handler))
+        .route("/ws/check", get(check::handler))
+        .route("/api/link-checks", get(api::link_checks))
         .route("/api/meetings/{id}/stats", get(api::stats))
         .route("/api/sites", get(api::list_sites).post(api::add_site))
         .route("/api/sites/import", post(api::import_sites))

@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/chair", get(|| async { file("chair.html") }))
         .route("/site", get(|| async { file("site.html") }))
         .route("/tech", get(|| async { file("tech.html") }))
+        .route("/check", get(|| async { file("check.html") }))
         .route("/static/{name}", get(|Path(name): Path<String>| async move { file(&name) }))
 }
 

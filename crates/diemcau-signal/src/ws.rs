@@ -24,7 +24,7 @@ use crate::{AppState, unix_now, unix_now_ms};
 
 /// Frames larger than this are refused by the WebSocket layer itself; between [`MAX_MESSAGE_BYTES`] and this, the
 /// session closes with [`close::TOO_BIG`] and says so.
-const HARD_FRAME_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
+pub(crate) const HARD_FRAME_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn handler(
@@ -38,7 +38,7 @@ pub(crate) async fn handler(
 }
 
 /// Closes with a code and a reason (truncated to the 123 bytes a close frame allows).
-async fn close_with(ws: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &str) {
+pub(crate) async fn close_with(ws: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &str) {
     let mut end = reason.len().min(120);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -47,7 +47,7 @@ async fn close_with(ws: &mut (impl SinkExt<Message> + Unpin), code: u16, reason:
     let _ = ws.send(Message::Close(Some(frame))).await;
 }
 
-fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Room), String> {
+pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Room), String> {
     let tok = tok.ok_or("missing token: open the link with ?token=…")?;
     let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| e.to_string())?;
     let meeting = state
@@ -88,38 +88,8 @@ async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
             return;
         }
     };
-    // The first message must be a hello with our protocol version.
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
-    let hello = match hello {
-        Ok(Some(Ok(Message::Text(t)))) if t.len() <= MAX_MESSAGE_BYTES => ClientMsg::parse(&t),
-        Ok(Some(Ok(Message::Text(_)))) => {
-            close_with(&mut sink, close::TOO_BIG, "message too large").await;
-            return;
-        }
-        Err(_) => {
-            close_with(&mut sink, close::BAD_MESSAGE, "expected a hello message within 10 s").await;
-            return;
-        }
-        _ => {
-            close_with(&mut sink, close::BAD_MESSAGE, "expected a hello message").await;
-            return;
-        }
-    };
-    match hello {
-        Ok(ClientMsg::Hello { v }) if v == PROTOCOL_VERSION => {}
-        Ok(ClientMsg::Hello { v }) => {
-            let reason = format!("protocol version {v} is not supported; this bridge speaks {PROTOCOL_VERSION}");
-            close_with(&mut sink, close::BAD_VERSION, &reason).await;
-            return;
-        }
-        Ok(_) => {
-            close_with(&mut sink, close::BAD_MESSAGE, "the first message must be hello").await;
-            return;
-        }
-        Err(e) => {
-            close_with(&mut sink, close::BAD_MESSAGE, &format!("bad message: {e}")).await;
-            return;
-        }
+    if !expect_hello(&mut sink, &mut stream).await {
+        return;
     }
 
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
@@ -127,8 +97,47 @@ async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
     run(state, claims, fresh_room, peer, sink, stream).instrument(span).await;
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-type Stream = futures_util::stream::SplitStream<WebSocket>;
+pub(crate) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+pub(crate) type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Reads the first message, which must be a `hello` with our protocol version; on anything else closes with the
+/// matching code and returns `false`.
+pub(crate) async fn expect_hello(sink: &mut Sink, stream: &mut Stream) -> bool {
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    let hello = match hello {
+        Ok(Some(Ok(Message::Text(t)))) if t.len() <= MAX_MESSAGE_BYTES => ClientMsg::parse(&t),
+        Ok(Some(Ok(Message::Text(_)))) => {
+            close_with(sink, close::TOO_BIG, "message too large").await;
+            return false;
+        }
+        Err(_) => {
+            close_with(sink, close::BAD_MESSAGE, "expected a hello message within 10 s").await;
+            return false;
+        }
+        _ => {
+            close_with(sink, close::BAD_MESSAGE, "expected a hello message").await;
+            return false;
+        }
+    };
+    match hello {
+        Ok(ClientMsg::Hello { v }) if v == PROTOCOL_VERSION => {}
+        Ok(ClientMsg::Hello { v }) => {
+            let reason = format!("protocol version {v} is not supported; this bridge speaks {PROTOCOL_VERSION}");
+            close_with(sink, close::BAD_VERSION, &reason).await;
+            return false;
+        }
+        Ok(_) => {
+            close_with(sink, close::BAD_MESSAGE, "the first message must be hello").await;
+            return false;
+        }
+        Err(e) => {
+            close_with(sink, close::BAD_MESSAGE, &format!("bad message: {e}")).await;
+            return false;
+        }
+    }
+
+    true
+}
 
 async fn run(state: Arc<AppState>, claims: Claims, fresh_room: Room, peer: PeerId, mut sink: Sink, mut stream: Stream) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
@@ -344,5 +353,6 @@ async fn handle(state: &AppState, claims: &Claims, peer: PeerId, msg: ClientMsg)
             None
         }
         ClientMsg::Ping {} => Some(ServerMsg::Pong),
+        ClientMsg::CheckReport(_) => error("unexpected", "check_report belongs to a link check (/ws/check)"),
     }
 }

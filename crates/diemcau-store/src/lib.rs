@@ -37,7 +37,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use diemcau_proto::SiteKind;
+use diemcau_proto::{LinkCheckResult, SiteKind};
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 use serde::Serialize;
 
@@ -159,6 +159,23 @@ pub struct SessionEvent {
     pub event: String,
     /// When, unix milliseconds.
     pub at_unix_ms: i64,
+}
+
+/// One stored link check of a site.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct LinkCheckRecord {
+    /// The site checked.
+    pub site_id: i64,
+    /// The site's code and name (read with the record).
+    pub site_code: String,
+    /// The site's name.
+    pub site_name: String,
+    /// The meeting whose link the site used, if any.
+    pub meeting_id: Option<i64>,
+    /// When it finished, unix milliseconds.
+    pub at_unix_ms: i64,
+    /// The measures and the recommendation, as the bridge sent them to the site.
+    pub result: LinkCheckResult,
 }
 
 /// The store: one SQLite connection behind a mutex.
@@ -366,6 +383,60 @@ impl Store {
         )?
         .execute(params![meeting_id, site_id, event, at_unix_ms])?;
         Ok(())
+    }
+
+    /// Stores a finished link check of `site_id`. [`StoreError::NotFound`] if the site does not exist.
+    pub fn record_link_check(
+        &self,
+        site_id: i64,
+        meeting_id: Option<i64>,
+        at_unix_ms: i64,
+        result: &LinkCheckResult,
+    ) -> Result<i64, StoreError> {
+        let json = serde_json::to_string(result).map_err(|e| StoreError::Invalid(format!("link check: {e}")))?;
+        let conn = self.conn();
+        if !site_exists(&conn, site_id)? {
+            return Err(StoreError::NotFound(format!("site {site_id}")));
+        }
+        conn.prepare_cached(
+            "INSERT INTO link_checks (site_id, meeting_id, at_unix_ms, down_kbps, up_kbps, down_loss_pct, up_loss_pct, \
+             rtt_ms, recommended, result_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            site_id,
+            meeting_id,
+            at_unix_ms,
+            result.down_kbps,
+            result.up_kbps,
+            result.down_loss_pct,
+            result.up_loss_pct,
+            result.rtt_ms,
+            result.recommended.as_str(),
+            json
+        ])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The latest link check of every site that ran one (of `site_id` only, if given), sites in id order.
+    pub fn latest_link_checks(&self, site_id: Option<i64>) -> Result<Vec<LinkCheckRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.site_id, s.code, s.name, c.meeting_id, c.at_unix_ms, c.result_json FROM link_checks c \
+             JOIN sites s ON s.id = c.site_id \
+             WHERE c.id IN (SELECT max(id) FROM link_checks GROUP BY site_id) AND (?1 IS NULL OR c.site_id = ?1) \
+             ORDER BY c.site_id",
+        )?;
+        let rows = stmt.query_map([site_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (site_id, site_code, site_name, meeting_id, at_unix_ms, json) = row?;
+            let result = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Invalid(format!("link check of site {site_id}: {e}")))?;
+            out.push(LinkCheckRecord { site_id, site_code, site_name, meeting_id, at_unix_ms, result });
+        }
+        Ok(out)
     }
 
     /// The session log of meeting `meeting_id`, in the order it was recorded.

@@ -53,6 +53,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX session_events_meeting ON session_events(meeting_id, id);
     "#,
+    // 2: link checks, one row per check a site ran (the latest is its current figure).
+    r#"
+    CREATE TABLE link_checks (
+        id            INTEGER PRIMARY KEY,
+        site_id       INTEGER NOT NULL REFERENCES sites(id),
+        meeting_id    INTEGER REFERENCES meetings(id),
+        at_unix_ms    INTEGER NOT NULL,
+        down_kbps     REAL,
+        up_kbps       REAL,
+        down_loss_pct REAL,
+        up_loss_pct   REAL,
+        rtt_ms        REAL,
+        recommended   TEXT NOT NULL,
+        result_json   TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX link_checks_site ON link_checks(site_id, id);
+    "#,
 ];
 
 /// Schema version this build writes.

@@ -1,6 +1,6 @@
 //! The store against a real SQLite file in a temporary directory.
 
-use diemcau_proto::{Role, SiteKind};
+use diemcau_proto::{CheckPhase, CheckStep, LinkCheckResult, LinkProfile, Role, SiteKind};
 use diemcau_store::token::{self, Claims, TokenError};
 use diemcau_store::{ImportReport, NewSite, SessionEvent, Store, StoreError};
 
@@ -31,7 +31,7 @@ fn open_creates_dir_and_reopen_persists_data_and_secret() -> R {
     let path = dir.path().join("nested/data/diemcau.db");
     let (secret, id, meeting) = {
         let store = Store::open(&path)?;
-        assert_eq!(store.schema_version()?, 1);
+        assert_eq!(store.schema_version()?, 2);
         let secret = store.secret()?;
         assert_eq!(secret.len(), 32);
         assert_eq!(store.secret()?, secret, "secret is stable within one open");
@@ -75,7 +75,7 @@ fn migrations_are_idempotent() -> R {
     let path = dir.path().join("d.db");
     for _ in 0..3 {
         let store = Store::open(&path)?;
-        assert_eq!(store.schema_version()?, 1);
+        assert_eq!(store.schema_version()?, 2);
         store.insert_site(&site(&format!("s{}", store.sites()?.len()), SiteKind::Commune, None))?;
     }
     let store = Store::open(&path)?;
@@ -86,7 +86,7 @@ fn migrations_are_idempotent() -> R {
 #[test]
 fn in_memory_store_works() -> R {
     let store = Store::open_in_memory()?;
-    assert_eq!(store.schema_version()?, 1);
+    assert_eq!(store.schema_version()?, 2);
     assert_eq!(store.secret()?.len(), 32);
     assert!(store.sites()?.is_empty());
     assert!(store.meetings()?.is_empty());
@@ -418,5 +418,49 @@ fn newer_schema_is_refused() -> R {
     std::fs::write(&path, bytes)?;
     let m = invalid_msg(Store::open(&path));
     assert!(m.contains("newer"), "{m}");
+    Ok(())
+}
+
+fn check_result(down: f64, recommended: LinkProfile) -> LinkCheckResult {
+    LinkCheckResult {
+        down_kbps: Some(down),
+        down_saturated: true,
+        up_kbps: None,
+        up_saturated: true,
+        down_loss_pct: Some(4.8),
+        up_loss_pct: None,
+        rtt_ms: Some(410.0),
+        recommended,
+        steps: vec![CheckStep { phase: CheckPhase::Down, kbps: 64, delivered_kbps: Some(61.0), loss_pct: Some(4.8) }],
+        duration_ms: 9000,
+    }
+}
+
+#[test]
+fn link_checks_keep_history_and_list_the_latest_per_site() -> R {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("diemcau.db");
+    {
+        let store = Store::open(&path)?;
+        let a = store.insert_site(&site("A", SiteKind::Commune, None))?;
+        let b = store.insert_site(&site("B", SiteKind::Commune, None))?;
+        store.record_link_check(a, None, 1_000, &check_result(120.0, LinkProfile::AudioOnly))?;
+        store.record_link_check(a, None, 2_000, &check_result(700.0, LinkProfile::Standard))?;
+        store.record_link_check(b, None, 1_500, &check_result(300.0, LinkProfile::Low))?;
+        assert!(matches!(
+            store.record_link_check(999, None, 1, &check_result(1.0, LinkProfile::AudioOnly)),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    // Reopened from the file: the latest of each site, the whole result kept.
+    let store = Store::open(&path)?;
+    let latest = store.latest_link_checks(None)?;
+    assert_eq!(latest.len(), 2);
+    assert_eq!((latest[0].site_code.as_str(), latest[0].at_unix_ms), ("A", 2_000));
+    assert_eq!(latest[0].result, check_result(700.0, LinkProfile::Standard));
+    assert_eq!(latest[1].result.recommended, LinkProfile::Low);
+    let only_b = store.latest_link_checks(Some(latest[1].site_id))?;
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].site_name, "Tên B");
     Ok(())
 }
