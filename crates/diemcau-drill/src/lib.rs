@@ -24,6 +24,7 @@
 //!   [`SwarmReport`] with per-site reports, per-profile aggregates, one point per second per profile (bitrate, fps,
 //!   audio continuity, frozen sites, layers) and the CPU cost. Link events land on a seeded share of the sites.
 //!   It speaks diemcau's `/ws` or, for the fan-out benchmark's comparison, Janus' VideoRoom ([`Backend`], [`janus`]).
+//! - [`check`]: the link-check client (`diemcau check-link`), one site speaking `/ws/check`.
 //! - [`drill`]: scenarios (TOML), thresholds and the verdict per site and per profile ([`DrillReport`]);
 //!   [`report_html`] renders the self-contained report page.
 //!
@@ -49,6 +50,7 @@
 //! (`swarm cost:`), and
 //! [`SwarmReport::cost`] carries it in every drill report.
 
+pub mod check;
 pub mod drill;
 pub mod error;
 pub mod janus;

@@ -199,6 +199,11 @@ impl Publisher {
         self.stats
     }
 
+    /// Changes the video bitrate from the next frame on (a link check's uplink steps).
+    pub fn set_video_kbps(&mut self, kbps: u32) {
+        self.cfg.video_kbps = kbps.max(1);
+    }
+
     /// The next frame is a keyframe (on PLI or FIR).
     pub fn request_keyframe(&mut self) {
         self.stats.keyframe_requests += 1;

@@ -251,6 +251,16 @@ impl SyntheticSite {
         }
     }
 
+    /// Changes the video bitrate it publishes (a link check's uplink steps); no effect when it does not publish.
+    pub fn set_video_kbps(&mut self, kbps: u32) {
+        if let Some(cfg) = self.publish.as_mut() {
+            cfg.video_kbps = kbps.max(1);
+        }
+        if let Some(p) = self.publisher.as_mut() {
+            p.set_video_kbps(kbps);
+        }
+    }
+
     /// Applies the bridge's answer to our offer.
     pub fn apply_answer(&mut self, now: Instant, sdp: &str) -> Result<(), DrillError> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| DrillError::Sdp(format!("bad answer: {e}")))?;

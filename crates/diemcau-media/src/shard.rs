@@ -112,8 +112,10 @@ struct Probe {
     pt: Pt,
     interval: Duration,
     next: Instant,
+    /// When the train began: RTP timestamps follow the 90 kHz clock from here (the sender reports map them to
+    /// wall-clock time, and the round-trip time is measured from those).
+    start: Instant,
     seq: u16,
-    ts: u32,
     payload: Arc<[u8]>,
 }
 
@@ -652,12 +654,8 @@ impl Shard {
             warn!(peer = pid.0, "probe: the peer has no free video slot");
             return;
         };
-        if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None) {
-            // Probe packets are never resent: a resend would count twice in what the link carried.
-            tx.set_rtx_cache(0, Duration::ZERO, None);
-        }
         let now = crate::now();
-        peer.probe = Some(Probe { mid, pt, interval, next: now, seq: 1, ts: 0, payload: probe_payload(size) });
+        peer.probe = Some(Probe { mid, pt, interval, next: now, start: now, seq: 1, payload: probe_payload(size) });
         send_probe(peer, now);
         drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
         schedule(&mut self.timers, peer, pid);
@@ -754,9 +752,10 @@ fn send_probe(peer: &mut Peer, now: Instant) {
     }
     let mut api = peer.rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(probe.mid, None) else { return };
+    let ts = (now.saturating_duration_since(probe.start).as_micros() * 9 / 100) as u32;
     for _ in 0..n {
-        probe.ts = probe.ts.wrapping_add(3000);
-        let w = RtpWrite::new(probe.pt, u64::from(probe.seq).into(), probe.ts, now, probe.payload.clone())
+        // Not nackable: never cached nor resent (a resend would count twice in what the link carried).
+        let w = RtpWrite::new(probe.pt, u64::from(probe.seq).into(), ts, now, probe.payload.clone())
             .marker(true)
             .nackable(false);
         tx.write_rtp(w);

@@ -99,8 +99,9 @@ pub struct LinkCheck {
     paused_until: Option<Instant>,
     reports: Vec<(Instant, CheckReport)>,
     up_samples: Vec<(Instant, Option<f64>, Option<f64>)>,
-    rtt_bridge: Vec<f64>,
-    rtt_client: Vec<f64>,
+    /// Round-trip samples (bridge's, client's) with the rung they were taken in.
+    rtt_bridge: Vec<(Option<usize>, f64)>,
+    rtt_client: Vec<(Option<usize>, f64)>,
     steps: Vec<CheckStep>,
     /// Loss counted over the downlink steps the link carried: (lost, received).
     down_loss: (i64, i64),
@@ -141,7 +142,7 @@ impl LinkCheck {
     /// A `check_report` from the client arrived at `now`.
     pub fn on_report(&mut self, now: Instant, r: &CheckReport) {
         if let Some(rtt) = r.rtt_ms.filter(|v| v.is_finite() && *v >= 0.0) {
-            self.rtt_client.push(rtt);
+            self.rtt_client.push((self.rung, rtt));
         }
         self.reports.push((now, r.clone()));
     }
@@ -150,7 +151,7 @@ impl LinkCheck {
     /// round-trip time.
     pub fn on_bridge_stats(&mut self, now: Instant, kbps_in: Option<f64>, loss_in_pct: Option<f64>, rtt: Option<f64>) {
         if let Some(rtt) = rtt.filter(|v| v.is_finite() && *v > 0.0) {
-            self.rtt_bridge.push(rtt);
+            self.rtt_bridge.push((self.rung, rtt));
         }
         self.up_samples.push((now, kbps_in, loss_in_pct));
     }
@@ -279,8 +280,17 @@ impl LinkCheck {
         let (lost, got) =
             if self.down_loss.0 + self.down_loss.1 > 0 { self.down_loss } else { self.first_loss.unwrap_or((0, 0)) };
         let down_loss_pct = (lost + got > 0).then(|| lost as f64 * 100.0 / (lost + got) as f64);
-        let up_loss_pct = mean(self.steps.iter().filter(|s| s.phase == CheckPhase::Up).filter_map(|s| s.loss_pct));
-        let rtt_ms = median(if self.rtt_bridge.is_empty() { &self.rtt_client } else { &self.rtt_bridge });
+        // Uplink loss over the steps the link carried (a saturated step's loss is its queue overflowing).
+        let ups: Vec<&CheckStep> = self.steps.iter().filter(|s| s.phase == CheckPhase::Up).collect();
+        let carried = |s: &&&CheckStep| s.delivered_kbps.is_some_and(|d| d >= f64::from(s.kbps) * SATURATED);
+        let up_loss_pct = mean(ups.iter().filter(carried).filter_map(|s| s.loss_pct))
+            .or_else(|| ups.first().and_then(|s| s.loss_pct));
+        // The round trip of the unloaded link: samples of the first, slow step (later ones include the queues the
+        // check itself fills); all samples if it has none.
+        let samples = if self.rtt_bridge.is_empty() { &self.rtt_client } else { &self.rtt_bridge };
+        let first: Vec<f64> = samples.iter().filter(|(r, _)| *r == Some(0)).map(|(_, v)| *v).collect();
+        let all: Vec<f64> = samples.iter().map(|(_, v)| *v).collect();
+        let rtt_ms = median(&first).or_else(|| median(&all));
         let down_kbps = best(CheckPhase::Down);
         let up_kbps = best(CheckPhase::Up);
         LinkCheckResult {

@@ -72,6 +72,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Check the link from this machine to a bridge, as a commune's `/check` page does (≈ 15 s): downlink and uplink
+    /// capacity, loss, round-trip time and the recommended profile; the bridge stores the result with the site.
+    CheckLink {
+        /// The bridge's base URL, e.g. `http://10.0.0.5:8080` (default: from the config's http.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// A join token of the site being checked (`diemcau token --meeting M --site S`).
+        #[arg(long)]
+        token: String,
+        /// Put an emulated link between this machine and the bridge (a preset of config/links.toml), to rehearse
+        /// what a commune on that link would measure.
+        #[arg(long, default_value = "fibre")]
+        link: String,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Mint a join token (prints the token and the page URL).
     Token {
         /// Meeting id.
@@ -507,6 +524,7 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::CheckLink { url, token, link, json } => check_link(&cfg, url, token, &link, json),
         Cmd::Token { meeting, site, role, ttl_hours } => {
             let store = open_store(&cfg)?;
             let role =
@@ -538,6 +556,60 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn check_link(
+    cfg: &Config,
+    url: Option<String>,
+    token: String,
+    link: &str,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use diemcau_drill::check::{CheckEvent, CheckOptions, run_check};
+    use diemcau_proto::CheckPhase;
+    let base = url.unwrap_or_else(|| format!("http://{}", cfg.http.listen));
+    let base = base.trim_end_matches('/');
+    let ws_base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        anyhow::bail!("--url {base:?}: expected http://host:port or https://host:port");
+    };
+    let profile = diemcau_netem::Profile::preset(link).with_context(|| format!("--link {link:?}"))?;
+    let opts = CheckOptions { ws_url: format!("{ws_base}/ws/check"), token, profile, seed: 1, bind_ip: None };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    eprintln!("Kiểm tra đường truyền tới {base} (link check, ≈ 15 s)…");
+    let result = rt.block_on(run_check(&opts, |e| match e {
+        CheckEvent::Answered => eprintln!("  kết nối media (connecting media)…"),
+        CheckEvent::Step { phase, kbps, percent } if *kbps > 0 => {
+            let what = match phase {
+                CheckPhase::Down => "chiều xuống (downlink)",
+                CheckPhase::Up => "chiều lên (uplink)",
+            };
+            let bar = "█".repeat(usize::from(*percent) / 5) + &"░".repeat(20 - usize::from(*percent) / 5);
+            eprintln!("  [{bar}] {percent:>3}%  {what} {kbps} kbit/s");
+        }
+        CheckEvent::Step { .. } => {}
+    }))?;
+    let kbps = |v: Option<f64>, saturated: bool| match v {
+        Some(v) if saturated => format!("{v:.0} kbit/s"),
+        Some(v) => format!("≥ {v:.0} kbit/s"),
+        None => "–".into(),
+    };
+    let opt = |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.1} {unit}")).unwrap_or_else(|| "–".into());
+    println!("Chiều xuống (downlink)   {}", kbps(result.down_kbps, result.down_saturated));
+    println!("Chiều lên (uplink)       {}", kbps(result.up_kbps, result.up_saturated));
+    println!("Mất gói xuống (loss)     {}", opt(result.down_loss_pct, "%"));
+    println!("Mất gói lên (loss up)    {}", opt(result.up_loss_pct, "%"));
+    println!("Trễ khứ hồi (RTT)        {}", opt(result.rtt_ms, "ms"));
+    println!("Khuyến nghị (profile)    {}", result.recommended.as_str());
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("json: {}", path.display());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
