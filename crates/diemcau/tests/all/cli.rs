@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn diemcau(config: &Path, args: &[&str]) -> Output {
+pub(crate) fn diemcau(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_diemcau"))
         .arg("--config")
         .arg(config)
@@ -14,11 +14,11 @@ fn diemcau(config: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run diemcau: {e}"))
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -197,7 +197,7 @@ fn bench_fanout_measures_the_bridge_child_and_writes_rows() {
 }
 
 /// Kills the child it holds (our own `serve`, by its PID) when dropped.
-struct Serve(std::process::Child);
+pub(crate) struct Serve(std::process::Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -206,19 +206,19 @@ impl Drop for Serve {
     }
 }
 
-#[test]
-fn swarm_joins_a_running_bridge_and_reports_per_profile() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+/// Starts `diemcau serve` on loopback with its data in `dir` (and `extra` TOML appended to its config); the bridge is
+/// ended when the returned guard drops.
+pub(crate) fn start_serve(dir: &Path, extra: &str) -> (Serve, std::path::PathBuf, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"));
-    let config = dir.path().join("c.toml");
+    let config = dir.join("c.toml");
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n[media]\nport = 0\n[data]\ndir = {:?}\n",
-            dir.path().join("data").display().to_string()
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[media]\nport = 0\n[data]\ndir = {:?}\n{extra}",
+            dir.join("data").display().to_string()
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -231,12 +231,19 @@ fn swarm_joins_a_running_bridge_and_reports_per_profile() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start serve: {e}"));
-    let _serve = Serve(child);
+    let serve = Serve(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < deadline, "the bridge did not listen within 20 s");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    (serve, config, port)
+}
+
+#[test]
+fn swarm_joins_a_running_bridge_and_reports_per_profile() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (_serve, config, _) = start_serve(dir.path(), "");
     // No chair publishes: the sites join, connect and receive nothing — the report says so, per profile.
     let out = dir.path().join("swarm.json");
     let o = diemcau(
