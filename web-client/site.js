@@ -14,6 +14,7 @@ function setWait(key) {
 }
 
 setWait('site.wait');
+$('#checklink').href = '/check' + location.search;
 
 start({
   page: 'site',

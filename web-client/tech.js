@@ -286,11 +286,41 @@ addEventListener('resize', draw);
 
 D.techCharts = () => ({ series: agg.t.length, selected: sel });
 
+// Every site's latest pre-meeting link check (GET /api/link-checks), worst recommendation first; every 10 s.
+const REC = ['audio_only', 'low', 'standard', 'full'];
+let checks = [];
+function renderChecks() {
+  $('#checks thead tr').innerHTML = ['lc.site', 'lc.when', 'lc.down', 'lc.up', 'lc.loss', 'lc.rtt', 'lc.rec']
+    .map((k) => `<th>${esc(t(k))}</th>`).join('');
+  $('#lc-none').hidden = checks.length > 0;
+  $('#checks tbody').innerHTML = checks.map((c) => {
+    const r = c.result, kb = (v, sat) => (v == null ? '–' : (sat ? '' : '≥ ') + Math.round(v));
+    const warnRow = r.recommended === 'audio_only' || r.recommended === 'low' ? ' class="warn"' : '';
+    return `<tr data-site="${c.site_id}"${warnRow}><td class="l">${esc(c.site_name)}</td><td>${esc(clock(new Date(c.at_unix_ms)))}</td>`
+      + `<td>${kb(r.down_kbps, r.down_saturated)}</td><td>${kb(r.up_kbps, r.up_saturated)}</td><td>${fmt(r.down_loss_pct)}</td>`
+      + `<td>${r.rtt_ms == null ? '–' : Math.round(r.rtt_ms)}</td><td class="rec rec-${esc(r.recommended)}">${esc(t('prof.' + r.recommended))}</td></tr>`;
+  }).join('');
+}
+async function pollChecks() {
+  try {
+    const r = await fetch(`/api/link-checks?token=${encodeURIComponent(token)}`, { cache: 'no-store' });
+    if (r.ok) {
+      checks = (await r.json()).checks || [];
+      checks.sort((a, b) => REC.indexOf(a.result.recommended) - REC.indexOf(b.result.recommended) || a.site_id - b.site_id);
+      D.linkChecks = checks;
+      renderChecks();
+    }
+  } catch { /* shown again on the next round */ }
+  setTimeout(pollChecks, 10000);
+}
+renderChecks();
+pollChecks();
+
 renderHead();
 render();
 start({
   page: 'technician',
   onWelcome() { if (!polling) { polling = true; poll(); } },
   onRoster: render,
-  onLang() { renderHead(); render(); },
+  onLang() { renderHead(); render(); renderChecks(); },
 });
