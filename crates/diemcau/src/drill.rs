@@ -34,11 +34,13 @@ impl Drop for TempDir {
 
 /// Runs `scenario` against a bridge configured as `cfg` (its listen addresses, ports and data directory are replaced:
 /// loopback, ephemeral ports, a temporary directory), calling `progress` once a second, and writes the reports into
-/// `out` (created if missing).
+/// `out` (created if missing). `live` gets, once the drill's meeting exists, the address of its technician page
+/// (`/tech?token=…` on the drill's bridge): live charts of the synthetic sites while the drill runs.
 pub async fn run(
     cfg: Config,
     scenario: &Scenario,
     out: &Path,
+    live: impl FnOnce(&str),
     progress: impl FnMut(&Progress),
 ) -> anyhow::Result<DrillOutput> {
     std::fs::create_dir_all(out).with_context(|| format!("creating the output directory {}", out.display()))?;
@@ -56,7 +58,7 @@ pub async fn run(
     cfg.media.advertise.clear();
     cfg.data.dir = tmp.0.clone();
     let running = crate::start(cfg).await.context("starting the bridge for the drill")?;
-    let res = drive(&running, scenario, progress).await;
+    let res = drive(&running, scenario, live, progress).await;
     running.shutdown().await;
     let report = res?;
 
@@ -71,6 +73,7 @@ pub async fn run(
 async fn drive(
     running: &crate::Running,
     scenario: &Scenario,
+    live: impl FnOnce(&str),
     progress: impl FnMut(&Progress),
 ) -> anyhow::Result<DrillReport> {
     let store = running.state.store();
@@ -87,6 +90,8 @@ async fn drive(
     let meeting = store.create_meeting(&title, chair_id, &ids).context("creating the drill's meeting")?;
     let ttl = (scenario.duration.as_secs() as i64 + 3600).max(3600);
     let ws_url = format!("ws://{}/ws", running.http_addr);
+    let tech = running.state.mint_token(meeting, chair_id, Role::Technician, ttl);
+    live(&format!("http://{}/tech?token={tech}", running.http_addr));
 
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let chair_run = match &scenario.chair {

@@ -285,7 +285,8 @@ fn drill_run(
     );
     let total = scenario.duration.as_secs_f64();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let output = rt.block_on(diemcau::drill::run(cfg, &scenario, out, |p| {
+    let live = |url: &str| eprintln!("Theo dõi trực tiếp (live, /tech): {url}");
+    let output = rt.block_on(diemcau::drill::run(cfg, &scenario, out, live, |p| {
         let done = (p.elapsed.as_secs_f64() / total).min(1.0);
         let bar = "#".repeat((done * 20.0).round() as usize);
         eprintln!("[{bar:<20}] {:>3.0}% {:>4.0} s: {p}", done * 100.0, p.elapsed.as_secs_f64());

@@ -22,9 +22,18 @@ async fn rural_mix_drill_writes_a_report_that_renders_in_chromium() -> anyhow::R
     let data = tempfile::tempdir()?;
     let out = tempfile::tempdir()?;
     let mut ticks = 0;
-    let output =
-        diemcau::drill::run(diemcau::Config::for_tests(data.path()), &scenario, out.path(), |_| ticks += 1).await?;
+    let mut live = String::new();
+    let output = diemcau::drill::run(
+        diemcau::Config::for_tests(data.path()),
+        &scenario,
+        out.path(),
+        |u| live = u.to_string(),
+        |_| ticks += 1,
+    )
+    .await?;
     assert!(ticks >= SECONDS as usize - 2, "progress was reported {ticks} times in {SECONDS} s");
+    // The technician page of the drill's own bridge was offered for watching it live.
+    assert!(live.starts_with("http://127.0.0.1:") && live.contains("/tech?token="), "live link: {live:?}");
 
     // report.json: every site, every preset of the mix with its share, one point per second.
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&output.json)?)?;
