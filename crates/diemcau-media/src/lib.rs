@@ -23,6 +23,7 @@
 //! The crate is IO at its edges only: [`rewrite`] and [`vp8`] are pure and unit-tested; [`Media`] is the handle the
 //! rest of the bridge uses.
 
+pub mod alloc;
 pub mod histogram;
 pub mod rewrite;
 mod shard;

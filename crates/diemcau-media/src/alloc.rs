@@ -1,0 +1,307 @@
+//! The per-subscriber allocator: from a subscriber's bandwidth estimate and what it could receive, which layer of
+//! each track it gets. Pure; time is an argument. (mediasoup's `DistributeAvailableOutgoingBitrate` and LiveKit's
+//! `AllocateOptimal` solve the same problem.)
+//!
+//! [`allocate`] fills the budget in [`Priority`] order: audio is always given (it is what a commune must never lose);
+//! then every video gets its lowest layer, most important first, while it fits; then layers are raised one at a
+//! time, each time the most important track that can still go up (so the chair's video reaches its top layer before a
+//! thumbnail gets a second one). A video that does not fit at its lowest layer is paused (`None`): below the audio
+//! budget a site receives audio only.
+//!
+//! [`Allocator`] adds hysteresis so that layers don't flap: a lower estimate is followed at once (the link is already
+//! overloaded); a higher one only after it has allowed a raise, with [`HEADROOM`] to spare, for [`HOLD`] — and then
+//! by one layer per track per hold.
+
+use std::time::{Duration, Instant};
+
+/// Importance of a track to a subscriber, most important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// The chair's microphone.
+    ChairAudio,
+    /// The floor holder's microphone.
+    FloorAudio,
+    /// The chair's camera.
+    ChairVideo,
+    /// The floor holder's camera.
+    FloorVideo,
+    /// A shared screen or dashboard.
+    Screen,
+    /// Any other site's camera (a tile of the chair's grid).
+    Thumbnail,
+}
+
+impl Priority {
+    fn is_audio(self) -> bool {
+        matches!(self, Priority::ChairAudio | Priority::FloorAudio)
+    }
+}
+
+/// One track a subscriber could receive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    /// The caller's key for the track (e.g. the slot).
+    pub id: u64,
+    /// Its importance.
+    pub priority: Priority,
+    /// Bitrate of each layer it can be received at, kbit/s, lowest first (spatial and temporal layers in one
+    /// ladder, e.g. 180p at 7.5, 15, 30 fps, then 360p, then 720p). Audio has one.
+    pub layers_kbps: Vec<u32>,
+}
+
+/// The layer given to one track: an index into its `layers_kbps`, or `None` (paused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// The track's key.
+    pub id: u64,
+    /// The layer, or `None` when paused.
+    pub layer: Option<usize>,
+}
+
+/// A raise needs the estimate to exceed what the raised allocation costs by this factor.
+pub const HEADROOM: f64 = 1.15;
+/// How long a raise must have been possible before it is made.
+pub const HOLD: Duration = Duration::from_secs(2);
+
+fn cost(w: &Wanted, layer: Option<usize>) -> i64 {
+    layer.and_then(|l| w.layers_kbps.get(l)).map_or(0, |k| i64::from(*k))
+}
+
+/// The allocation of `budget_kbps` over `wanted`, in the order given.
+pub fn allocate(budget_kbps: u32, wanted: &[Wanted]) -> Vec<Choice> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by_key(|i| wanted[*i].priority);
+    let mut layer: Vec<Option<usize>> = vec![None; wanted.len()];
+    let mut left = i64::from(budget_kbps);
+    // Audio first, always.
+    for &i in &order {
+        let w = &wanted[i];
+        if w.priority.is_audio() && !w.layers_kbps.is_empty() {
+            layer[i] = Some(0);
+            left -= cost(w, Some(0));
+        }
+    }
+    // Every video at its lowest layer, while it fits.
+    for &i in &order {
+        let w = &wanted[i];
+        if !w.priority.is_audio() && !w.layers_kbps.is_empty() && cost(w, Some(0)) <= left {
+            layer[i] = Some(0);
+            left -= cost(w, Some(0));
+        }
+    }
+    // Then one layer at a time, the most important track that can still go up.
+    loop {
+        let raise = order.iter().copied().find(|&i| {
+            let w = &wanted[i];
+            match layer[i] {
+                Some(l) if !w.priority.is_audio() && l + 1 < w.layers_kbps.len() => {
+                    cost(w, Some(l + 1)) - cost(w, Some(l)) <= left
+                }
+                _ => false,
+            }
+        });
+        let Some(i) = raise else { break };
+        let w = &wanted[i];
+        let l = layer[i].unwrap_or(0);
+        left -= cost(w, Some(l + 1)) - cost(w, Some(l));
+        layer[i] = Some(l + 1);
+    }
+    wanted.iter().zip(layer).map(|(w, layer)| Choice { id: w.id, layer }).collect()
+}
+
+/// [`allocate`] with hysteresis, for one subscriber.
+#[derive(Debug, Default)]
+pub struct Allocator {
+    current: Vec<Choice>,
+    /// Since when a raise has been possible without interruption.
+    raise_possible_since: Option<Instant>,
+}
+
+impl Allocator {
+    /// A subscriber's allocator; everything starts paused but audio (the first update decides).
+    pub fn new() -> Allocator {
+        Allocator::default()
+    }
+
+    /// The current choice.
+    pub fn current(&self) -> &[Choice] {
+        &self.current
+    }
+
+    /// The allocation for the estimate `estimate_kbps` at `now`. A track seen for the first time starts at its
+    /// lowest layer if that fits (with headroom); audio always follows the estimate at once.
+    pub fn update(&mut self, now: Instant, estimate_kbps: u32, wanted: &[Wanted]) -> &[Choice] {
+        // The current layer of each track wanted now; `None` for a track never allocated before.
+        let prev: Vec<Option<Option<usize>>> = wanted
+            .iter()
+            .map(|w| {
+                let c = self.current.iter().find(|c| c.id == w.id)?;
+                Some(c.layer.filter(|l| *l < w.layers_kbps.len()))
+            })
+            .collect();
+        let cur: Vec<Option<usize>> = prev.iter().map(|p| p.flatten()).collect();
+        let keep = allocate(estimate_kbps, wanted);
+        let roomy = allocate((f64::from(estimate_kbps) / HEADROOM) as u32, wanted);
+        let video = |i: usize| !wanted[i].priority.is_audio();
+        let must_lower = (0..wanted.len()).any(|i| video(i) && below(keep[i].layer, cur[i]));
+        let next: Vec<Option<usize>> = if must_lower {
+            // Over budget: the sustainable allocation at once.
+            self.raise_possible_since = None;
+            keep.iter().map(|k| k.layer).collect()
+        } else {
+            let can_raise = (0..wanted.len()).any(|i| video(i) && prev[i].is_some() && below(cur[i], roomy[i].layer));
+            let raise_now = if can_raise {
+                let since = *self.raise_possible_since.get_or_insert(now);
+                let due = now.saturating_duration_since(since) >= HOLD;
+                if due {
+                    self.raise_possible_since = Some(now);
+                }
+                due
+            } else {
+                self.raise_possible_since = None;
+                false
+            };
+            (0..wanted.len())
+                .map(|i| match prev[i] {
+                    None => roomy[i].layer.map(|_| 0),
+                    Some(c) if raise_now && below(c, roomy[i].layer) => Some(c.map_or(0, |l| l + 1)),
+                    Some(c) => c,
+                })
+                .collect()
+        };
+        self.current = (0..wanted.len())
+            .map(|i| Choice { id: wanted[i].id, layer: if video(i) { next[i] } else { keep[i].layer } })
+            .collect();
+        &self.current
+    }
+}
+
+/// `a` is a lower layer than `b` (paused is the lowest).
+fn below(a: Option<usize>, b: Option<usize>) -> bool {
+    match (a, b) {
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chair's ladder: 180p at 7.5/15/30 fps, 360p, 720p.
+    const CHAIR: [u32; 5] = [45, 90, 150, 500, 1500];
+
+    fn w(id: u64, priority: Priority, layers: &[u32]) -> Wanted {
+        Wanted { id, priority, layers_kbps: layers.to_vec() }
+    }
+
+    fn site_view() -> Vec<Wanted> {
+        vec![
+            w(1, Priority::ChairAudio, &[32]),
+            w(2, Priority::ChairVideo, &CHAIR),
+            w(3, Priority::FloorAudio, &[32]),
+            w(4, Priority::FloorVideo, &[150, 500]),
+        ]
+    }
+
+    fn layers(c: &[Choice]) -> Vec<Option<usize>> {
+        c.iter().map(|c| c.layer).collect()
+    }
+
+    #[test]
+    fn allocation_table() {
+        let rows: [(u32, [Option<usize>; 4]); 9] = [
+            // Below the audio budget: audio only (audio is never paused).
+            (20, [Some(0), None, Some(0), None]),
+            (64, [Some(0), None, Some(0), None]),
+            // VSAT: 128 kbit/s → both audios + the chair at 180p 7.5 fps.
+            (128, [Some(0), Some(0), Some(0), None]),
+            (160, [Some(0), Some(1), Some(0), None]),
+            // The floor holder's lowest layer (150) does not fit: the chair climbs to 180p@30.
+            (214, [Some(0), Some(2), Some(0), None]),
+            // Every video's lowest layer comes before any raise: the floor holder's base (150) before 180p@15.
+            (300, [Some(0), Some(0), Some(0), Some(0)]),
+            (400, [Some(0), Some(2), Some(0), Some(0)]),
+            (750, [Some(0), Some(3), Some(0), Some(0)]),
+            (5000, [Some(0), Some(4), Some(0), Some(1)]),
+        ];
+        for (budget, want) in rows {
+            assert_eq!(layers(&allocate(budget, &site_view())), want.to_vec(), "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn thumbnails_come_after_the_chair_and_the_screen() {
+        let mut v = vec![
+            w(10, Priority::Thumbnail, &[50, 150]),
+            w(11, Priority::Thumbnail, &[50, 150]),
+            w(1, Priority::ChairAudio, &[32]),
+            w(5, Priority::Screen, &[300, 800]),
+            w(2, Priority::ChairVideo, &CHAIR),
+        ];
+        // 32 + 45 (chair base) + 300 (screen base) + 2 × 50 = 477; the rest raises the chair first.
+        let c = allocate(1000, &v);
+        assert_eq!(layers(&c), vec![Some(0), Some(0), Some(0), Some(0), Some(3)], "{c:?}");
+        // Too little for the thumbnails' base after the screen's: they pause, the chair does not.
+        v.truncate(5);
+        let c = allocate(400, &v);
+        assert_eq!(layers(&c), vec![None, None, Some(0), Some(0), Some(0)], "{c:?}");
+    }
+
+    #[test]
+    fn allocations_never_exceed_the_budget_beyond_audio() {
+        let v = site_view();
+        for budget in (0..3000).step_by(7) {
+            let c = allocate(budget, &v);
+            let total: i64 = c.iter().zip(&v).map(|(c, w)| cost(w, c.layer)).sum();
+            let audio: i64 = 64;
+            assert!(total <= i64::from(budget).max(audio), "budget {budget}: {total}");
+        }
+    }
+
+    /// The estimate falls from 1.5 Mbit/s to 250 kbit/s at 10 s and comes back at 20 s.
+    #[test]
+    fn steps_down_at_once_and_back_up_one_layer_per_hold() {
+        let t0 = Instant::now();
+        let view = vec![w(1, Priority::ChairAudio, &[32]), w(2, Priority::ChairVideo, &CHAIR)];
+        let mut a = Allocator::new();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let estimate = |ms: u64| if (10_000..20_000).contains(&ms) { 250 } else { 1500 };
+        let mut log: Vec<(u64, Option<usize>)> = Vec::new();
+        for ms in (0..40_000).step_by(100) {
+            let c = a.update(at(ms), estimate(ms), &view).to_vec();
+            assert_eq!(c[0].layer, Some(0), "audio is never paused");
+            if log.last().map(|l| l.1) != Some(c[1].layer) {
+                log.push((ms, c[1].layer));
+            }
+        }
+        // Starts at the base, climbs one layer per hold to 360p (720p at 1,500 needs 1,532 × 1.15).
+        assert_eq!(log[0], (0, Some(0)), "{log:?}");
+        assert_eq!(log.iter().filter(|(ms, _)| *ms < 10_000).last().map(|l| l.1), Some(Some(3)), "{log:?}");
+        // The drop: down within the same update.
+        assert!(log.contains(&(10_000, Some(2))), "{log:?}");
+        // No flapping while the estimate is flat.
+        assert_eq!(log.iter().filter(|(ms, _)| (10_000..20_000).contains(ms)).count(), 1, "{log:?}");
+        // Recovery: back at 360p within 10 s.
+        let back = log.iter().find(|(ms, l)| *ms >= 20_000 && *l == Some(3)).map(|l| l.0);
+        assert!(back.is_some_and(|ms| ms <= 30_000), "{log:?}");
+    }
+
+    #[test]
+    fn a_small_wobble_does_not_raise() {
+        let t0 = Instant::now();
+        let view = vec![w(1, Priority::ChairAudio, &[32]), w(2, Priority::ChairVideo, &CHAIR)];
+        let mut a = Allocator::new();
+        // 532 fits 360p exactly but not with 15% headroom: it stays at 180p@30 for good.
+        for s in 0..30 {
+            a.update(t0 + Duration::from_secs(s), 540, &view);
+        }
+        assert_eq!(a.current()[1].layer, Some(2));
+        // 620 = 532 × 1.165: raised after the hold.
+        a.update(t0 + Duration::from_secs(30), 620, &view);
+        assert_eq!(a.current()[1].layer, Some(2), "not before the hold");
+        a.update(t0 + Duration::from_secs(32), 620, &view);
+        assert_eq!(a.current()[1].layer, Some(3));
+    }
+}
