@@ -278,7 +278,7 @@ mod tests {
         }
         // Starts at the base, climbs one layer per hold to 360p (720p at 1,500 needs 1,532 × 1.15).
         assert_eq!(log[0], (0, Some(0)), "{log:?}");
-        assert_eq!(log.iter().filter(|(ms, _)| *ms < 10_000).last().map(|l| l.1), Some(Some(3)), "{log:?}");
+        assert_eq!(log.iter().rfind(|(ms, _)| *ms < 10_000).map(|l| l.1), Some(Some(3)), "{log:?}");
         // The drop: down within the same update.
         assert!(log.contains(&(10_000, Some(2))), "{log:?}");
         // No flapping while the estimate is flat.
