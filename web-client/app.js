@@ -15,7 +15,7 @@ const MAX_SDP = 500000; // the bridge refuses messages over 512 KiB
 // Test hooks (read by the end-to-end tests through WebDriver); mutated in place, never replaced.
 export const D = (window.diemcau = {
   pc: null, ws: null, state: 'connecting', role: null, welcome: null, slots: [], roster: [], stats: null,
-  lastError: null, local: null, muted: false,
+  lastError: null, local: null, muted: false, profile: null,
   inboundVideo: () => inbound('video'),
   inboundAudio: () => inbound('audio'),
 });
@@ -184,7 +184,7 @@ function teardown() {
 function onMsg(m, ws) {
   switch (m.type) {
     case 'welcome': return onWelcome(m, ws);
-    case 'answer': return queue((pc) => pc.setRemoteDescription({ type: 'answer', sdp: m.sdp }).then(syncMedia));
+    case 'answer': return queue((pc) => pc.setRemoteDescription({ type: 'answer', sdp: lowAudio(m.sdp) }).then(syncMedia));
     case 'offer': return queue((pc) => onServerOffer(pc, m.sdp));
     case 'roster': D.roster = m.sites || []; return H.onRoster?.(D.roster);
     case 'slots':
@@ -238,12 +238,42 @@ async function getMedia() {
   H.onLocal?.(D.local);
 }
 
+// What the site's link profile (welcome.profile) allows our camera to send, kbit/s; 0: no video.
+const VIDEO_CAP = { standard: 500, low: 150, audio_only: 0 };
+const LOW_AUDIO = ['low', 'audio_only'];
+
+/** On a weak link (profile low or audio_only) the answer asks our Opus encoder for 60 ms packets at 16 kbit/s with
+ *  in-band FEC: a third of the packets (and of their headers) of the default 20 ms, and loss concealed from FEC. */
+function lowAudio(sdp) {
+  if (!LOW_AUDIO.includes(D.profile)) return sdp;
+  const lines = sdp.split('\r\n');
+  const out = [];
+  let audio = false, opus = null;
+  for (const l of lines) {
+    if (l.startsWith('m=')) audio = l.startsWith('m=audio');
+    if (audio && l.startsWith('a=rtpmap:') && /opus\/48000/i.test(l)) opus = l.slice(9).split(' ')[0];
+    if (audio && l.startsWith('a=ptime:')) continue;
+    if (audio && opus && l.startsWith(`a=fmtp:${opus} `)) {
+      const kept = l.slice(`a=fmtp:${opus} `.length).split(';').filter((p) => !/^(maxaveragebitrate|useinbandfec|ptime|maxptime)=/.test(p));
+      out.push(`a=fmtp:${opus} ` + [...kept, 'maxaveragebitrate=16000', 'useinbandfec=1', 'ptime=60', 'maxptime=60'].join(';'));
+      out.push('a=ptime:60');
+      continue;
+    }
+    out.push(l);
+  }
+  return out.join('\r\n');
+}
+
 function newPc(w) {
   const pc = (D.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }));
   const streams = D.local ? [D.local] : [];
+  D.profile = w.profile || null;
+  const cap = VIDEO_CAP[D.profile];
+  const video = cap == null ? {} : { sendEncodings: [cap ? { maxBitrate: cap * 1000 } : { active: false }] };
+  const audio = LOW_AUDIO.includes(D.profile) ? { sendEncodings: [{ maxBitrate: 16000 }] } : {};
   // Our own mic and camera (or an empty sender): the bridge sends back on these too (the chair, on a site page).
-  pc.addTransceiver(D.local?.getAudioTracks()[0] || 'audio', { direction: 'sendrecv', streams });
-  pc.addTransceiver(D.local?.getVideoTracks()[0] || 'video', { direction: 'sendrecv', streams });
+  pc.addTransceiver(D.local?.getAudioTracks()[0] || 'audio', { direction: 'sendrecv', streams, ...audio });
+  pc.addTransceiver(D.local?.getVideoTracks()[0] || 'video', { direction: 'sendrecv', streams, ...video });
   if (w.role === 'chair') {
     for (let i = 0; i < w.grid_size; i++) pc.addTransceiver('video', { direction: 'recvonly' });
     for (let i = 0; i < w.audio_slots; i++) pc.addTransceiver('audio', { direction: 'recvonly' });

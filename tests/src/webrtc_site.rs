@@ -1121,6 +1121,7 @@ mod tests {
             chair_site_id: 1,
             grid_size: 4,
             audio_slots: 2,
+            profile: None,
         };
         ws.send(Message::text(welcome.to_json())).await?;
         let ClientMsg::Offer { sdp } = next(ws.next().await)? else { bail!("expected an offer") };

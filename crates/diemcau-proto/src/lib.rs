@@ -282,6 +282,17 @@ impl LinkProfile {
         }
     }
 
+    /// The profile a directory link hint implies (`vsat`, `3g`, `adsl`…, any case), when a site has no link check;
+    /// `None` for fibre, an unknown hint or none.
+    pub fn from_link_hint(hint: &str) -> Option<LinkProfile> {
+        match hint.trim().to_ascii_lowercase().as_str() {
+            "vsat" | "satellite" | "edge" | "2g" => Some(LinkProfile::AudioOnly),
+            "3g" => Some(LinkProfile::Low),
+            "4g" | "adsl" | "dsl" => Some(LinkProfile::Standard),
+            _ => None,
+        }
+    }
+
     /// Parses [`LinkProfile::as_str`].
     pub fn parse(s: &str) -> Option<LinkProfile> {
         [LinkProfile::AudioOnly, LinkProfile::Low, LinkProfile::Standard, LinkProfile::Full]
@@ -340,6 +351,11 @@ pub enum ServerMsg {
         grid_size: u32,
         /// Audio slots the chair should offer.
         audio_slots: u32,
+        /// What this site's link carries (its latest link check, else the directory's link hint); absent: no limit.
+        /// `low` and `audio_only` make the page send Opus in 60 ms packets at 16 kbit/s with in-band FEC; video is
+        /// capped at 500 kbit/s (`standard`), 150 kbit/s (`low`) or not sent (`audio_only`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<LinkProfile>,
     },
     /// Answer to a [`ClientMsg::Offer`].
     Answer {
@@ -453,6 +469,9 @@ mod tests {
             r#"{"type":"check_step","phase":"down","kbps":512,"percent":40}"#
         );
         assert_eq!(LinkProfile::parse("audio_only"), Some(LinkProfile::AudioOnly));
+        assert_eq!(LinkProfile::from_link_hint(" VSAT "), Some(LinkProfile::AudioOnly));
+        assert_eq!(LinkProfile::from_link_hint("3G"), Some(LinkProfile::Low));
+        assert_eq!(LinkProfile::from_link_hint("fibre"), None);
         assert!(LinkProfile::AudioOnly < LinkProfile::Full);
     }
 

@@ -122,6 +122,7 @@ async fn run(
         chair_site_id,
         grid_size: 0,
         audio_slots: 0,
+        profile: None,
     };
     send(sink, &welcome).await?;
 

@@ -139,9 +139,25 @@ pub(crate) async fn expect_hello(sink: &mut Sink, stream: &mut Stream) -> bool {
     true
 }
 
+/// The link profile a site's page should send with: its latest link check's recommendation, else what the directory's
+/// link hint implies; none for technicians.
+fn site_profile(state: &AppState, claims: &Claims) -> Option<diemcau_proto::LinkProfile> {
+    if claims.role == Role::Technician {
+        return None;
+    }
+    if let Ok(checks) = state.store.latest_link_checks(Some(claims.site_id))
+        && let Some(c) = checks.first()
+    {
+        return Some(c.result.recommended).filter(|p| *p != diemcau_proto::LinkProfile::Full);
+    }
+    let hint = state.store.site(claims.site_id).ok().flatten()?.link_hint?;
+    diemcau_proto::LinkProfile::from_link_hint(&hint)
+}
+
 async fn run(state: Arc<AppState>, claims: Claims, fresh_room: Room, peer: PeerId, mut sink: Sink, mut stream: Stream) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let meeting_id = claims.meeting_id;
+    let profile = site_profile(&state, &claims);
     let welcome = {
         let Ok(mut rooms) = state.rooms.lock() else { return };
         let room = rooms.entry(meeting_id).or_insert(fresh_room);
@@ -161,6 +177,7 @@ async fn run(state: Arc<AppState>, claims: Claims, fresh_room: Room, peer: PeerI
             chair_site_id: room.chair_site_id,
             grid_size: state.cfg.grid_size,
             audio_slots: state.cfg.audio_slots,
+            profile,
         };
         room.broadcast_roster();
         if claims.role == Role::Site && state.cfg.sites_start_muted {
