@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::TokenQuery;
 use crate::linkcheck::{Action, LinkCheck};
-use crate::ws::{HARD_FRAME_LIMIT, Sink, Stream, check_claims, close_with, expect_hello};
+use crate::ws::{Sink, Stream, check_claims, close_with, expect_hello, limited};
 use crate::{AppState, unix_now_ms};
 
 /// How long the client has to send its offer after the welcome.
@@ -42,9 +42,7 @@ pub(crate) async fn handler(
     State(state): State<Arc<AppState>>,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    ws.max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| session(state, socket, q.token))
+    limited(ws).on_upgrade(move |socket| session(state, socket, q.token))
 }
 
 async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {

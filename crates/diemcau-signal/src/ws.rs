@@ -24,7 +24,7 @@ use crate::{AppState, unix_now, unix_now_ms};
 
 /// Frames larger than this are refused by the WebSocket layer itself; between [`MAX_MESSAGE_BYTES`] and this, the
 /// session closes with [`close::TOO_BIG`] and says so.
-pub(crate) const HARD_FRAME_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
+const HARD_FRAME_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn handler(
@@ -32,9 +32,12 @@ pub(crate) async fn handler(
     State(state): State<Arc<AppState>>,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    ws.max_message_size(HARD_FRAME_LIMIT)
-        .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| session(state, socket, q.token))
+    limited(ws).on_upgrade(move |socket| session(state, socket, q.token))
+}
+
+/// The upgrade with the frame size limits every WebSocket of the bridge has.
+pub(crate) fn limited(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(HARD_FRAME_LIMIT).max_frame_size(HARD_FRAME_LIMIT)
 }
 
 /// Closes with a code and a reason (truncated to the 123 bytes a close frame allows).

@@ -18,26 +18,21 @@ fn check_link_measures_a_satellite_and_an_adsl_link_and_stores_both() {
     };
     let url = format!("http://127.0.0.1:{port}");
 
+    // One check of `site` through the emulated `link`: the command's output and its JSON result.
+    let check = |site: &str, link: &str| {
+        let json = dir.path().join(format!("{link}.json"));
+        let tok = token(site);
+        let args =
+            ["check-link", "--url", &url, "--token", &tok, "--link", link, "--json", json.to_str().unwrap_or("")];
+        let o = diemcau(&config, &args);
+        assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+        let r = result_of(&json);
+        (o, r)
+    };
+
     // VSAT: 128 kbit/s each way, 5% loss, 400 ms RTT.
-    let vsat_json = dir.path().join("vsat.json");
-    let vsat_token = token("2");
-    let o = diemcau(
-        &config,
-        &[
-            "check-link",
-            "--url",
-            &url,
-            "--token",
-            &vsat_token,
-            "--link",
-            "vsat",
-            "--json",
-            vsat_json.to_str().unwrap_or(""),
-        ],
-    );
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let (o, vsat) = check("2", "vsat");
     assert!(stderr(&o).contains("chiều xuống (downlink) 64 kbit/s"), "progress: {}", stderr(&o));
-    let vsat = result_of(&vsat_json);
     let down = vsat["down_kbps"].as_f64().unwrap_or(0.0);
     assert!((90.0..=135.0).contains(&down), "VSAT downlink {down}: {vsat}");
     assert_eq!(vsat["down_saturated"], true, "{vsat}");
@@ -49,30 +44,14 @@ fn check_link_measures_a_satellite_and_an_adsl_link_and_stores_both() {
     assert_eq!(vsat["recommended"], "audio_only", "{vsat}");
 
     // ADSL: 8 Mbit/s down, 1 Mbit/s up.
-    let adsl_json = dir.path().join("adsl.json");
-    let adsl_token = token("3");
-    let o = diemcau(
-        &config,
-        &[
-            "check-link",
-            "--url",
-            &url,
-            "--token",
-            &adsl_token,
-            "--link",
-            "adsl",
-            "--json",
-            adsl_json.to_str().unwrap_or(""),
-        ],
-    );
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let adsl = result_of(&adsl_json);
+    let (o, adsl) = check("3", "adsl");
     assert!(adsl["down_kbps"].as_f64().unwrap_or(0.0) >= 3000.0, "{adsl}");
     let up = adsl["up_kbps"].as_f64().unwrap_or(0.0);
     assert!((700.0..=1050.0).contains(&up), "ADSL uplink {up}: {adsl}");
     assert_eq!(adsl["up_saturated"], true, "{adsl}");
     assert_eq!(adsl["recommended"], "full", "{adsl}");
     assert!(stdout(&o).contains("Khuyến nghị (profile)    full"), "{}", stdout(&o));
+    let adsl_token = token("3");
 
     // Both stored with their sites, the latest per site, for the technician page.
     let body = http_get(port, "/api/link-checks", "adm-secret");
