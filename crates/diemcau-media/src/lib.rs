@@ -311,6 +311,11 @@ impl Media {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// One peer's statistics (without copying everyone's).
+    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+        self.stats.lock().ok()?.get(&peer).cloned()
+    }
+
     /// The forwarding delays so far (every shard's histogram added up): publisher packet received → sealed and sent
     /// to one subscriber, one sample per packet per subscriber.
     pub fn forward_delays(&self) -> histogram::Snapshot {

@@ -147,7 +147,7 @@ async fn run(
     // Media up, or a clear reason why not.
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        if state.media.stats().get(&peer).is_some_and(|s| s.connected) {
+        if state.media.peer_stats(peer).is_some_and(|s| s.connected) {
             break;
         }
         if Instant::now() >= deadline {
@@ -170,7 +170,7 @@ async fn run(
     loop {
         let now = Instant::now();
         // The bridge's own figures, each time its shard refreshed them (about once a second).
-        if let Some(s) = state.media.stats().get(&peer) {
+        if let Some(s) = state.media.peer_stats(peer) {
             let key = (s.packets_in, s.probe_packets);
             if last_sample != Some(key) {
                 last_sample = Some(key);
