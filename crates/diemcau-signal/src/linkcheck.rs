@@ -236,16 +236,17 @@ impl LinkCheck {
                     {
                         let secs = t1.saturating_duration_since(*t0).as_secs_f64();
                         let kbps = b.rx_bytes.saturating_sub(a.rx_bytes) as f64 * 8.0 / secs / 1000.0;
-                        let lost = (b.rx_lost - a.rx_lost).max(0);
+                        // Client figures: saturating, whatever they say.
+                        let lost = b.rx_lost.saturating_sub(a.rx_lost).max(0);
                         let got = i64::try_from(b.rx_packets.saturating_sub(a.rx_packets)).unwrap_or(i64::MAX);
                         let carried = kbps >= f64::from(rung.kbps) * SATURATED;
                         if carried {
-                            self.down_loss.0 += lost;
-                            self.down_loss.1 += got;
+                            self.down_loss.0 = self.down_loss.0.saturating_add(lost);
+                            self.down_loss.1 = self.down_loss.1.saturating_add(got);
                         } else if i == 0 {
                             self.first_loss = Some((lost, got));
                         }
-                        let loss = (lost + got > 0).then(|| lost as f64 * 100.0 / (lost + got) as f64);
+                        let loss = loss_pct(lost, got);
                         (Some(kbps), loss)
                     }
                     _ => (None, None),
@@ -277,9 +278,12 @@ impl LinkCheck {
                 .filter(|s| s.phase == phase)
                 .any(|s| s.delivered_kbps.is_none_or(|d| d < f64::from(s.kbps) * SATURATED))
         };
-        let (lost, got) =
-            if self.down_loss.0 + self.down_loss.1 > 0 { self.down_loss } else { self.first_loss.unwrap_or((0, 0)) };
-        let down_loss_pct = (lost + got > 0).then(|| lost as f64 * 100.0 / (lost + got) as f64);
+        let (lost, got) = if self.down_loss.0.saturating_add(self.down_loss.1) > 0 {
+            self.down_loss
+        } else {
+            self.first_loss.unwrap_or((0, 0))
+        };
+        let down_loss_pct = loss_pct(lost, got);
         // Uplink loss over the steps the link carried (a saturated step's loss is its queue overflowing).
         let ups: Vec<&CheckStep> = self.steps.iter().filter(|s| s.phase == CheckPhase::Up).collect();
         let carried = |s: &&&CheckStep| s.delivered_kbps.is_some_and(|d| d >= f64::from(s.kbps) * SATURATED);
@@ -306,6 +310,12 @@ impl LinkCheck {
             duration_ms: u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// `lost` of `lost + received` packets, percent.
+fn loss_pct(lost: i64, received: i64) -> Option<f64> {
+    let total = lost as f64 + received as f64;
+    (total > 0.0).then(|| lost as f64 * 100.0 / total)
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -454,6 +464,29 @@ mod tests {
         assert_eq!(result.rtt_ms, None);
         assert!(result.down_saturated);
         assert_eq!(result.recommended, LinkProfile::AudioOnly);
+    }
+
+    #[test]
+    fn absurd_client_counters_do_not_panic_the_check() {
+        let t0 = Instant::now();
+        let mut lc = LinkCheck::new(t0);
+        let mut now = t0;
+        let mut finished = false;
+        for i in 0..400u64 {
+            for a in lc.poll(now) {
+                finished |= matches!(a, Action::Finish(_));
+            }
+            let r = CheckReport {
+                rx_packets: if i % 2 == 0 { u64::MAX } else { 0 },
+                rx_bytes: if i % 3 == 0 { u64::MAX } else { 1 },
+                rx_lost: if i % 2 == 0 { i64::MAX } else { i64::MIN },
+                rtt_ms: Some(f64::NAN),
+            };
+            lc.on_report(now, &r);
+            lc.on_bridge_stats(now, Some(f64::INFINITY), Some(-5.0), Some(-1.0));
+            now += Duration::from_millis(50);
+        }
+        assert!(finished);
     }
 
     #[test]
