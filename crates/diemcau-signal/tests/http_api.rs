@@ -142,7 +142,7 @@ async fn healthz_answers_ok() -> TestResult {
 #[tokio::test]
 async fn pages_are_served_as_html() -> TestResult {
     let f = fixture()?;
-    for page in ["/", "/chair", "/site", "/tech"] {
+    for page in ["/", "/chair", "/site", "/tech", "/check"] {
         let r = f.get(page, None).await?;
         assert_eq!(r.status, StatusCode::OK, "{page}");
         assert!(r.content_type().starts_with("text/html"), "{page}: {}", r.content_type());
