@@ -15,7 +15,7 @@ const MAX_SDP = 500000; // the bridge refuses messages over 512 KiB
 // Test hooks (read by the end-to-end tests through WebDriver); mutated in place, never replaced.
 export const D = (window.diemcau = {
   pc: null, ws: null, state: 'connecting', role: null, welcome: null, slots: [], roster: [], stats: null,
-  lastError: null, local: null, muted: false, profile: null,
+  lastError: null, local: null, muted: false, profile: null, videoOn: true,
   inboundVideo: () => inbound('video'),
   inboundAudio: () => inbound('audio'),
 });
@@ -184,7 +184,8 @@ function teardown() {
 function onMsg(m, ws) {
   switch (m.type) {
     case 'welcome': return onWelcome(m, ws);
-    case 'answer': return queue((pc) => pc.setRemoteDescription({ type: 'answer', sdp: lowAudio(m.sdp) }).then(syncMedia));
+    case 'answer': return queue((pc) => pc.setRemoteDescription({ type: 'answer', sdp: lowAudio(m.sdp) }).then(() => { syncMedia(); applyVideoOn(); }));
+    case 'publish': D.videoOn = !!m.video; return queue(applyVideoOn);
     case 'offer': return queue((pc) => onServerOffer(pc, m.sdp));
     case 'roster': D.roster = m.sites || []; return H.onRoster?.(D.roster);
     case 'slots':
@@ -238,8 +239,9 @@ async function getMedia() {
   H.onLocal?.(D.local);
 }
 
-// What the site's link profile (welcome.profile) allows our camera to send, kbit/s; 0: no video.
-const VIDEO_CAP = { standard: 500, low: 150, audio_only: 0 };
+// What the site's link profile (welcome.profile) allows our camera to send, kbit/s. A site on an audio-only link
+// still sends a small picture (the chair checks each site's picture at roll call); it receives audio only.
+const VIDEO_CAP = { standard: 500, low: 150, audio_only: 64 };
 const LOW_AUDIO = ['low', 'audio_only'];
 
 /** On a weak link (profile low or audio_only) the answer asks our Opus encoder for 60 ms packets at 16 kbit/s with
@@ -264,12 +266,24 @@ function lowAudio(sdp) {
   return out.join('\r\n');
 }
 
+/** Dynacast: encode our camera only while someone receives it ("publish"), and never past the link profile. */
+async function applyVideoOn() {
+  const s = D.pc?.getSenders().find((x) => x.track?.kind === 'video');
+  const p = s?.getParameters();
+  if (!p?.encodings?.length) return; // not negotiated yet: applied after the answer
+  const on = D.videoOn;
+  if (p.encodings.every((e) => e.active === on)) return;
+  p.encodings.forEach((e) => (e.active = on));
+  try { await s.setParameters(p); } catch (e) { console.warn('setParameters', e); } // never worth a reconnect
+}
+
 function newPc(w) {
   const pc = (D.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }));
   const streams = D.local ? [D.local] : [];
   D.profile = w.profile || null;
+  D.videoOn = true; // a new peer connection starts sending; the bridge says "publish" when nobody watches
   const cap = VIDEO_CAP[D.profile];
-  const video = cap == null ? {} : { sendEncodings: [cap ? { maxBitrate: cap * 1000 } : { active: false }] };
+  const video = cap == null ? {} : { sendEncodings: [{ maxBitrate: cap * 1000 }] };
   const audio = LOW_AUDIO.includes(D.profile) ? { sendEncodings: [{ maxBitrate: 16000 }] } : {};
   // Our own mic and camera (or an empty sender): the bridge sends back on these too (the chair, on a site page).
   pc.addTransceiver(D.local?.getAudioTracks()[0] || 'audio', { direction: 'sendrecv', streams, ...audio });

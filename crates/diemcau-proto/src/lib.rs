@@ -352,8 +352,8 @@ pub enum ServerMsg {
         /// Audio slots the chair should offer.
         audio_slots: u32,
         /// What this site's link carries (its latest link check, else the directory's link hint); absent: no limit.
-        /// `low` and `audio_only` make the page send Opus in 60 ms packets at 16 kbit/s with in-band FEC; video is
-        /// capped at 500 kbit/s (`standard`), 150 kbit/s (`low`) or not sent (`audio_only`).
+        /// `low` and `audio_only` make the page send Opus in 60 ms packets at 16 kbit/s with in-band FEC; its camera
+        /// is capped at 500 kbit/s (`standard`), 150 kbit/s (`low`) or 64 kbit/s (`audio_only`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<LinkProfile>,
     },
@@ -391,6 +391,12 @@ pub enum ServerMsg {
     },
     /// Answer to [`ClientMsg::Ping {}`].
     Pong,
+    /// Dynacast: the bridge asks a site to send (`true`) or stop encoding (`false`) its camera, as someone receives
+    /// it or nobody does. Pages start sending; a site whose camera is in no tile frees its uplink.
+    Publish {
+        /// Send video.
+        video: bool,
+    },
     /// Link check: a step begins (`percent` of the whole check done so far). In an `up` step the client sends video at
     /// `kbps`; in a `down` step the bridge sends its probe at `kbps` and the client reports with `check_report`.
     CheckStep {

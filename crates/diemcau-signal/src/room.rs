@@ -8,7 +8,7 @@
 //! [`Room::plan`] recomputes the assignment after every change and applies only the difference, so a site never
 //! jumps between tiles when another one joins or leaves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diemcau_media::{Kind, Media, PeerId, SlotInfo, TrackId};
 use diemcau_proto::{ClientStats, MediaKind, PeerState, Role, RosterEntry, ServerMsg, SiteKind, SlotAssignment};
@@ -45,6 +45,8 @@ pub(crate) struct Member {
     pub(crate) client_stats: Option<ClientStats>,
     /// Current source (publisher peer) of each slot, by mid.
     assigned: HashMap<String, Option<PeerId>>,
+    /// Whether the page was last told to send its camera (pages start sending).
+    video_on: bool,
 }
 
 /// A live meeting.
@@ -94,6 +96,7 @@ impl Room {
                 muted: start_muted && role == Role::Site,
                 client_stats: None,
                 assigned: HashMap::new(),
+                video_on: true,
             },
         );
         replaced
@@ -243,6 +246,32 @@ impl Room {
         for pid in changed_peers {
             self.send_slots(pid);
         }
+        self.dynacast();
+    }
+
+    /// A connected site whose camera fills nobody's video slot is asked to stop encoding it, and to start again when
+    /// a slot takes it: an unwatched commune's uplink carries audio only.
+    fn dynacast(&mut self) {
+        let watched: HashSet<PeerId> = self
+            .members
+            .values()
+            .flat_map(|m| {
+                m.slots
+                    .iter()
+                    .filter(|s| s.kind == Kind::Video)
+                    .filter_map(|s| m.assigned.get(&s.mid).copied().flatten())
+            })
+            .collect();
+        for (pid, m) in &mut self.members {
+            if m.role != Role::Site || !m.connected || !m.publishes.contains(&Kind::Video) {
+                continue;
+            }
+            let on = watched.contains(pid);
+            if on != m.video_on {
+                m.video_on = on;
+                let _ = m.tx.send(Outgoing::Msg(ServerMsg::Publish { video: on }));
+            }
+        }
     }
 
     /// Tells a member which site fills each of its slots.
@@ -287,6 +316,8 @@ impl Room {
             m.publishes.clear();
             m.slots.clear();
             m.assigned.clear();
+            // Its next peer connection starts sending.
+            m.video_on = true;
         }
     }
 }
@@ -324,6 +355,55 @@ mod tests {
             }
         }
         last
+    }
+
+    fn publish_msgs(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<bool> {
+        let mut v = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            if let Outgoing::Msg(ServerMsg::Publish { video }) = o {
+                v.push(video);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_site_in_no_tile_is_asked_to_stop_its_camera_until_one_frees() {
+        let (media, _ev) = Media::start(&MediaConfig { shards: 1, ..Default::default() }).expect("media");
+        let mut room = Room::new("Họp".into(), 100, vec![site(100), site(2), site(3)]);
+        let (ctx, _crx) = mpsc::unbounded_channel();
+        let chair = PeerId(1);
+        room.join(chair, 100, Role::Chair, ctx, false);
+        // One tile.
+        room.negotiated(
+            chair,
+            vec![Kind::Audio, Kind::Video],
+            slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true), ("2", Kind::Video, false)]),
+        );
+        let mut rx = Vec::new();
+        for (i, sid) in [2i64, 3].iter().enumerate() {
+            let (tx, r) = mpsc::unbounded_channel();
+            let p = PeerId(10 + i as u64);
+            room.join(p, *sid, Role::Site, tx, false);
+            room.negotiated(
+                p,
+                vec![Kind::Audio, Kind::Video],
+                slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]),
+            );
+            room.members.get_mut(&p).expect("member").connected = true;
+            rx.push(r);
+        }
+        room.plan(&media);
+        assert_eq!(publish_msgs(&mut rx[0]), Vec::<bool>::new(), "site 2 holds the tile and keeps sending");
+        assert_eq!(publish_msgs(&mut rx[1]), vec![false], "site 3 is in no tile");
+        // Planning again changes nothing: no repeated message.
+        room.plan(&media);
+        assert_eq!(publish_msgs(&mut rx[1]), Vec::<bool>::new());
+        // Site 2 leaves: site 3 takes the tile and is asked to send again.
+        room.leave(PeerId(10));
+        room.plan(&media);
+        assert_eq!(publish_msgs(&mut rx[1]), vec![true]);
+        media.shutdown();
     }
 
     #[test]
