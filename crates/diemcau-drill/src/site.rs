@@ -371,6 +371,18 @@ impl SyntheticSite {
             up_delivered: link.up.delivered,
             up_dropped: link.up.dropped_loss + link.up.dropped_queue + link.up.dropped_outage,
         };
+        r.published = self.publisher.as_ref().map(|p| {
+            let mut all = p.stats();
+            for (_, layer) in &self.layers {
+                let l = layer.stats();
+                all.frames += l.frames;
+                all.keyframes += l.keyframes;
+                all.keyframe_requests += l.keyframe_requests;
+                all.video_packets += l.video_packets;
+                all.video_bytes += l.video_bytes;
+            }
+            all
+        });
         r
     }
 

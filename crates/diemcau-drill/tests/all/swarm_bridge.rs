@@ -68,6 +68,23 @@ async fn ten_sites_on_fibre_and_3g_receive_the_chair() -> Result<(), Box<dyn std
     let chair_site = &chair_report.sites[0];
     assert!(chair_site.connected, "chair: {chair_site:?}");
     assert_eq!(chair_site.role, "chair");
+    // Ten sites joining within a second each ask for a keyframe (and 3G sites again after a loss): the bridge lets
+    // at most one through per 500 ms, so over the chair's 10 s at most 2 a second reach it.
+    let published = chair_site.published.ok_or("the chair published nothing")?;
+    assert!(published.keyframes > 0);
+    let secs = chair_site.duration_ms / 1000.0;
+    let asked: u64 = report.sites.iter().map(|s| s.video.keyframe_requests).sum();
+    eprintln!(
+        "keyframe requests: sites sent {asked} PLIs (+ 10 joins); {} reached the chair",
+        published.keyframe_requests
+    );
+    assert!(
+        (published.keyframe_requests as f64) <= 2.0 * secs + 1.0,
+        "{} keyframe requests reached the chair in {secs:.1} s",
+        published.keyframe_requests
+    );
+    // Each of the ten joins asked within about a second: fewer than ten got through (4 in the run that set this).
+    assert!(published.keyframe_requests < 10, "{} requests reached the chair", published.keyframe_requests);
 
     assert_eq!(report.sites.len(), 10);
     for s in &report.sites {
