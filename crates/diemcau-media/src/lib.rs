@@ -83,11 +83,14 @@ pub struct MediaConfig {
     pub advertise_ip: Option<IpAddr>,
     /// Number of shard threads; `0` means one per core.
     pub shards: usize,
+    /// Per-subscriber adaptation: estimate each subscriber's downlink (TWCC, str0m's GoogCC) and choose each of its
+    /// simulcast slots' layers with the [`alloc`]ator. Off: every subscriber gets the 360p layer (`h`), else the lowest.
+    pub adaptive: bool,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 0, advertise_ip: None, shards: 0 }
+        MediaConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 0, advertise_ip: None, shards: 0, adaptive: true }
     }
 }
 
@@ -164,6 +167,8 @@ pub struct PeerStats {
     pub probe_packets: u64,
     /// Link-check probe payload bytes sent to the peer.
     pub probe_bytes: u64,
+    /// The bridge's estimate of the bandwidth toward the peer, kbit/s (adaptive mode).
+    pub estimate_kbps: Option<f64>,
 }
 
 pub(crate) type StatsMap = Arc<Mutex<HashMap<PeerId, PeerStats>>>;
@@ -179,7 +184,8 @@ pub(crate) enum Command {
 pub(crate) enum ShardMsg {
     Command(Command),
     Forward(Arc<Forwarded>),
-    KeyframeRequest(TrackId),
+    /// A keyframe of `track`, of one simulcast layer (`None`: the layer forwarded by default).
+    KeyframeRequest(TrackId, Option<str0m::media::Rid>),
 }
 
 /// Handle to the running data plane. Cheap to share behind an `Arc`.
@@ -224,7 +230,8 @@ impl Media {
             addrs.push(local);
             let delay = Arc::new(histogram::DelayHistogram::default());
             delays.push(delay.clone());
-            let shard = shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone(), delay);
+            let shard =
+                shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone(), delay, cfg.adaptive);
             let handle =
                 std::thread::Builder::new().name(format!("media-shard-{i}")).spawn(move || shard.run(sock, rx))?;
             threads.push(handle);
@@ -302,7 +309,7 @@ impl Media {
     /// Asks the publisher of `track` for a keyframe (rate-limited per track).
     pub fn request_keyframe(&self, track: TrackId) {
         for s in &self.shards {
-            let _ = s.send(ShardMsg::KeyframeRequest(track));
+            let _ = s.send(ShardMsg::KeyframeRequest(track, None));
         }
     }
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::ice::StunMessage;
@@ -23,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
+use crate::alloc::{Allocator, Priority, Wanted};
 use crate::rewrite::{InPacket, Mapped, SlotRewriter};
 use crate::{
     Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
@@ -81,6 +83,21 @@ struct Slot {
     kind: Kind,
     source: Option<TrackId>,
     rewriter: SlotRewriter,
+    /// The simulcast layer this slot forwards now.
+    layer: Option<Rid>,
+    /// The layer it should forward (reached at that layer's next keyframe).
+    target: Target,
+}
+
+/// Which simulcast layer a slot should forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// No estimate yet (or adaptation off): the shard's default, `h` when sent, else the lowest.
+    Auto,
+    /// This layer, as the subscriber's allocation says.
+    Layer(Rid),
+    /// None: the subscriber's link has no room for this video.
+    Paused,
 }
 
 struct Peer {
@@ -103,6 +120,10 @@ struct Peer {
     stats: PeerStats,
     /// A link check's probe train toward this peer, if one runs.
     probe: Option<Probe>,
+    /// The bandwidth estimate toward this peer, kbit/s (adaptive mode).
+    estimate_kbps: Option<u32>,
+    /// Chooses its slots' layers from the estimate.
+    alloc: Allocator,
 }
 
 /// A link check's probe train: fixed-size VP8-shaped RTP packets on one of the peer's video slots, paced at a set
@@ -136,7 +157,10 @@ impl Probe {
 
 enum Deferred {
     Forward(Forwarded),
-    Keyframe(TrackId),
+    /// A keyframe of a track's layer (`None`: the default layer).
+    Keyframe(TrackId, Option<Rid>),
+    /// The peer's estimate changed (or what it receives did): choose its layers again.
+    Allocate(PeerId),
     Connected(PeerId),
     Dead(PeerId),
 }
@@ -152,7 +176,7 @@ pub(crate) struct Shard {
     by_addr: HashMap<SocketAddr, PeerId>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     subs: HashMap<TrackId, Vec<(PeerId, Mid)>>,
-    keyframe_last: HashMap<TrackId, Instant>,
+    keyframe_last: HashMap<(TrackId, Option<Rid>), Instant>,
     deferred: Vec<Deferred>,
     garbage: u64,
     /// One DTLS certificate for every peer of the shard: generating one per join costs ~1.5 ms of shard CPU, which a
@@ -167,9 +191,26 @@ pub(crate) struct Shard {
     touched: Vec<PeerId>,
     /// Simulcast layers seen per publishing track.
     layers: HashMap<TrackId, Vec<Rid>>,
+    /// Per-subscriber bandwidth estimation and layer allocation.
+    adaptive: bool,
 }
 
 const MAX_BATCH: usize = 64;
+
+/// Adaptive mode: the first estimate of every peer's downlink, kbit/s (a weak link is not swamped before the
+/// estimator has spoken; it probes upward from here).
+const INITIAL_ESTIMATE_KBPS: u64 = 300;
+/// What the allocator counts for an audio slot, kbit/s.
+const AUDIO_KBPS: u32 = 32;
+
+/// The nominal bitrate of a simulcast layer, kbit/s (the chair page's encodings: 180p, 360p, 720p).
+fn layer_kbps(rid: Rid) -> u32 {
+    match &*rid {
+        "q" => 150,
+        "f" => 1500,
+        _ => 500,
+    }
+}
 
 /// Bounds of a probe packet's payload, bytes.
 const PROBE_MIN_BYTES: usize = 50;
@@ -190,6 +231,7 @@ impl Shard {
         events: mpsc::UnboundedSender<MediaEvent>,
         stats: StatsMap,
         delay: Arc<crate::histogram::DelayHistogram>,
+        adaptive: bool,
     ) -> Shard {
         Shard {
             idx,
@@ -210,6 +252,7 @@ impl Shard {
             inbox: Vec::new(),
             touched: Vec::new(),
             layers: HashMap::new(),
+            adaptive,
         }
     }
 
@@ -275,7 +318,7 @@ impl Shard {
                 self.inbox.push(f);
                 return true;
             }
-            ShardMsg::KeyframeRequest(track) => self.request_keyframe(track, socket),
+            ShardMsg::KeyframeRequest(track, layer) => self.request_keyframe(track, layer, socket),
             ShardMsg::Command(Command::Offer { peer, sdp, reply }) => {
                 let res = self.offer(peer, &sdp, socket);
                 let _ = reply.send(res);
@@ -369,17 +412,18 @@ impl Shard {
                         }
                         self.inbox.push(f);
                     }
-                    Deferred::Keyframe(track) => {
+                    Deferred::Keyframe(track, layer) => {
                         if self.peers.contains_key(&track.peer) {
-                            self.request_keyframe(track, socket);
+                            self.request_keyframe(track, layer, socket);
                         } else {
                             for (i, s) in self.shards.iter().enumerate() {
                                 if i != self.idx {
-                                    let _ = s.send(ShardMsg::KeyframeRequest(track));
+                                    let _ = s.send(ShardMsg::KeyframeRequest(track, layer));
                                 }
                             }
                         }
                     }
+                    Deferred::Allocate(pid) => self.allocate(pid),
                     Deferred::Connected(pid) => {
                         let _ = self.events.send(MediaEvent::Connected(pid));
                     }
@@ -406,6 +450,8 @@ impl Shard {
                 .enable_opus(true, false)
                 .enable_vp8(true)
                 .set_stats_interval(Some(Duration::from_secs(1)));
+            // Adaptive: estimate the bandwidth toward every peer (TWCC + GoogCC), starting low for weak links.
+            let cfg = if self.adaptive { cfg.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS))) } else { cfg };
             let cfg = match &self.dtls_cert {
                 Some(cert) => cfg.set_dtls_cert(cert.clone()),
                 None => cfg,
@@ -430,6 +476,8 @@ impl Shard {
                 last_bytes: None,
                 stats: PeerStats { shard: self.idx, ..Default::default() },
                 probe: None,
+                estimate_kbps: None,
+                alloc: Allocator::new(),
             };
             self.peers.insert(pid, peer);
             self.by_ufrag.insert(ufrag, pid);
@@ -492,9 +540,9 @@ impl Shard {
         }
         for kind in [Kind::Audio, Kind::Video] {
             self.subs.remove(&TrackId { peer: pid, kind });
-            self.keyframe_last.remove(&TrackId { peer: pid, kind });
             self.layers.remove(&TrackId { peer: pid, kind });
         }
+        self.keyframe_last.retain(|(t, _), _| t.peer != pid);
         if let Ok(mut s) = self.stats.lock() {
             s.remove(&pid);
         }
@@ -523,11 +571,16 @@ impl Shard {
         }
         slot.source = source;
         slot.rewriter.select(source.map(|t| source_id(t, None)));
+        slot.layer = None;
+        slot.target = Target::Auto;
         if let Some(src) = source {
             self.subs.entry(src).or_default().push((pid, mid));
             if src.kind == Kind::Video {
-                self.deferred.push(Deferred::Keyframe(src));
+                self.deferred.push(Deferred::Keyframe(src, None));
             }
+        }
+        if peer.estimate_kbps.is_some() {
+            self.deferred.push(Deferred::Allocate(pid));
         }
         // Another shard's publisher nobody here receives any more: forget its layers (learnt again from its packets
         // if someone subscribes).
@@ -550,20 +603,26 @@ impl Shard {
             if !self.subs.contains_key(&f.track) && !self.peers.contains_key(&f.track.peer) {
                 continue;
             }
-            match f.layer {
+            let default_layer = match f.layer {
                 Some(rid) => {
                     let seen = self.layers.entry(f.track).or_default();
-                    if !seen.contains(&rid) {
+                    let new = !seen.contains(&rid);
+                    if new {
                         seen.push(rid);
                     }
-                    if chosen_layer(seen) != Some(rid) {
-                        continue;
+                    let default = chosen_layer(seen);
+                    // A new layer: the adaptive subscribers of this track choose again.
+                    if new && self.adaptive {
+                        for (pid, _) in self.subs.get(&f.track).map(Vec::as_slice).unwrap_or_default() {
+                            self.deferred.push(Deferred::Allocate(*pid));
+                        }
                     }
+                    default
                 }
                 // A simulcast packet whose layer is not bound yet: which layer it is, nobody knows.
                 None if self.layers.contains_key(&f.track) => continue,
-                None => {}
-            }
+                None => None,
+            };
             let Some(list) = self.subs.get(&f.track) else { continue };
             let mut want_keyframe = false;
             for (pid, mid) in list {
@@ -573,6 +632,24 @@ impl Shard {
                 }
                 let Some(pt) = peer.send_pt.iter().find(|(c, _)| *c == f.codec).map(|(_, pt)| *pt) else { continue };
                 let Some(slot) = peer.slots.get_mut(mid) else { continue };
+                if let Some(rid) = f.layer {
+                    let take = match slot.target {
+                        Target::Auto => default_layer == Some(rid),
+                        Target::Paused => false,
+                        Target::Layer(t) if slot.layer == Some(t) => rid == t,
+                        // Switching: at the target layer's keyframe; until then the old layer goes on.
+                        Target::Layer(t) if rid == t => {
+                            if !f.keyframe {
+                                want_keyframe = true;
+                            }
+                            f.keyframe
+                        }
+                        Target::Layer(_) => slot.layer == Some(rid),
+                    };
+                    if !take {
+                        continue;
+                    }
+                }
                 // Each simulcast layer is its own source: the slot follows the track onto the layer being
                 // forwarded, and a change of layer waits for that layer's keyframe (continuity kept).
                 let source = source_id(f.track, f.layer);
@@ -582,7 +659,10 @@ impl Shard {
                 let mapped =
                     slot.rewriter.map(InPacket { source, seq: f.seq, ts: f.ts, keyframe: f.keyframe, at: f.received });
                 let (seq, ts) = match mapped {
-                    Mapped::Write { seq, ts } => (seq, ts),
+                    Mapped::Write { seq, ts } => {
+                        slot.layer = f.layer;
+                        (seq, ts)
+                    }
                     Mapped::NeedKeyframe => {
                         want_keyframe = true;
                         continue;
@@ -609,7 +689,7 @@ impl Shard {
                 peer.pending.push(f.received);
             }
             if want_keyframe {
-                self.deferred.push(Deferred::Keyframe(f.track));
+                self.deferred.push(Deferred::Keyframe(f.track, f.layer));
             }
         }
         inbox.clear();
@@ -661,25 +741,77 @@ impl Shard {
         schedule(&mut self.timers, peer, pid);
     }
 
-    fn request_keyframe(&mut self, track: TrackId, socket: &UdpSocket) {
+    /// Chooses the layer of each of `pid`'s simulcast slots from its bandwidth estimate ([`Allocator`]), and tells
+    /// its estimator how much it could use (so that it probes toward it).
+    fn allocate(&mut self, pid: PeerId) {
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        let Some(estimate) = peer.estimate_kbps else { return };
+        let mut mids: Vec<Mid> = peer.slots.keys().copied().collect();
+        mids.sort_by_key(|m| mid_order(m));
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut ladders: Vec<(Mid, Vec<Rid>)> = Vec::new();
+        let mut first_video = true;
+        for mid in mids {
+            let Some(slot) = peer.slots.get(&mid) else { continue };
+            let Some(src) = slot.source else { continue };
+            let (priority, rids, kbps) = match slot.kind {
+                Kind::Audio => (Priority::ChairAudio, Vec::new(), vec![AUDIO_KBPS]),
+                Kind::Video => {
+                    // Without simulcast there is nothing to choose: the track is forwarded as it comes.
+                    let Some(seen) = self.layers.get(&src).filter(|s| !s.is_empty()) else { continue };
+                    let mut rids = seen.clone();
+                    rids.sort_by_key(|r| layer_index(Some(*r)));
+                    let kbps = rids.iter().map(|r| layer_kbps(*r)).collect();
+                    // The first video slot is the main picture (the chair's, on a site page); others are tiles.
+                    let priority = if first_video { Priority::ChairVideo } else { Priority::Thumbnail };
+                    first_video = false;
+                    (priority, rids, kbps)
+                }
+            };
+            wanted.push(Wanted { id: wanted.len() as u64, priority, layers_kbps: kbps });
+            ladders.push((mid, rids));
+        }
+        let choices = peer.alloc.update(crate::now(), estimate, &wanted).to_vec();
+        let mut desired = 0u64;
+        for ((mid, rids), (choice, w)) in ladders.iter().zip(choices.iter().zip(&wanted)) {
+            desired += u64::from(w.layers_kbps.last().copied().unwrap_or(0));
+            if rids.is_empty() {
+                continue;
+            }
+            let Some(slot) = peer.slots.get_mut(mid) else { continue };
+            let target = match choice.layer {
+                Some(l) => rids.get(l).copied().map_or(Target::Auto, Target::Layer),
+                None => Target::Paused,
+            };
+            if slot.target != target {
+                trace!(peer = pid.0, %mid, ?target, estimate, "layer target");
+                slot.target = target;
+            }
+        }
+        peer.rtc.bwe().set_bitrate(Bitrate::kbps(0), Bitrate::kbps(desired.max(u64::from(AUDIO_KBPS))));
+    }
+
+    /// Asks the publisher of `track` for a keyframe of `layer` (`None`: the default layer), at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`] per layer whatever the number of subscribers asking.
+    fn request_keyframe(&mut self, track: TrackId, layer: Option<Rid>, socket: &UdpSocket) {
         if track.kind != Kind::Video {
             return;
         }
         let Some(peer) = self.peers.get_mut(&track.peer) else { return };
         let now = crate::now();
-        if let Some(last) = self.keyframe_last.get(&track)
+        // Under simulcast, the layer asked for, else the one subscribers receive by default.
+        let layer = layer.or_else(|| self.layers.get(&track).and_then(|seen| chosen_layer(seen)));
+        if let Some(last) = self.keyframe_last.get(&(track, layer))
             && now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
         {
             return;
         }
         let Some(mid) = peer.publishes.iter().find(|(_, k)| **k == Kind::Video).map(|(m, _)| *m) else { return };
-        // Under simulcast, the layer subscribers receive.
-        let layer = self.layers.get(&track).and_then(|seen| chosen_layer(seen));
         let mut api = peer.rtc.direct_api();
         let layer = if api.stream_rx_by_mid(mid, layer).is_some() { layer } else { None };
         let Some(rx) = api.stream_rx_by_mid(mid, layer) else { return };
         rx.request_keyframe(KeyframeRequestKind::Pli);
-        self.keyframe_last.insert(track, now);
+        self.keyframe_last.insert((track, layer), now);
         trace!(peer = track.peer.0, "keyframe requested");
         drain(track.peer, peer, socket, &mut self.deferred, &self.stats, self.idx);
         schedule(&mut self.timers, peer, track.peer);
@@ -729,6 +861,8 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
             kind,
             source: None,
             rewriter: SlotRewriter::new(clock, kind == Kind::Video),
+            layer: None,
+            target: Target::Auto,
         });
     } else {
         peer.slots.remove(&mid);
@@ -877,9 +1011,17 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             }));
         }
         Event::KeyframeRequest(r) => {
-            if let Some(src) = peer.slots.get(&r.mid).and_then(|s| s.source) {
-                deferred.push(Deferred::Keyframe(src));
+            if let Some(slot) = peer.slots.get(&r.mid)
+                && let Some(src) = slot.source
+            {
+                deferred.push(Deferred::Keyframe(src, slot.layer));
             }
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            let kbps = (estimate.as_f64() / 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32;
+            peer.estimate_kbps = Some(kbps);
+            peer.stats.estimate_kbps = Some(f64::from(kbps));
+            deferred.push(Deferred::Allocate(pid));
         }
         Event::PeerStats(s) => {
             if let Some((at, rx, tx)) = peer.last_bytes {

@@ -185,8 +185,9 @@ async fn start_bridge(opts: &FanoutOptions, sites: usize) -> anyhow::Result<(Bri
     std::fs::write(
         &cfg,
         format!(
+            // Not adaptive: every subscriber takes the 360p layer, the benchmark's fixed workload.
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[media]\nbind = \"127.0.0.1\"\nport = 0\nshards = {}\n\
-             [data]\ndir = {:?}\n[admin]\ntoken = \"{admin}\"\n",
+             adaptive = false\n[data]\ndir = {:?}\n[admin]\ntoken = \"{admin}\"\n",
             opts.shards,
             data.display().to_string()
         ),

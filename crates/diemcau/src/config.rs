@@ -53,6 +53,8 @@ pub struct MediaSection {
     pub advertise: String,
     /// Shard threads; 0 = cores.
     pub shards: usize,
+    /// Per-subscriber bandwidth estimation and simulcast layer choice.
+    pub adaptive: bool,
 }
 
 /// `[data]`

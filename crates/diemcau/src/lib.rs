@@ -89,6 +89,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         port: cfg.media.port,
         advertise_ip: cfg.advertise_ip(),
         shards: cfg.media.shards,
+        adaptive: cfg.media.adaptive,
     };
     let (media, media_events) = Media::start(&media_cfg)
         .with_context(|| format!("binding the media sockets on {}:{}", cfg.media.bind, cfg.media.port))?;
