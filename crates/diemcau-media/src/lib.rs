@@ -13,8 +13,11 @@
 //!   writes it into its subscribers' `Rtc`s, which encrypt per subscriber.
 //! * What a subscriber receives is decided outside, by the signalling layer: it assigns each *slot* (an outgoing `mid`
 //!   of a peer) a source track with [`Media::set_slot`]. A slot switch is seamless (see [`rewrite`]).
-//! * Simulcast: of a publisher's layers (rids), one is forwarded — `h` when sent, else the lowest — each layer being
-//!   its own rewriter source (a layer change waits for its keyframe). Per-subscriber choice comes with issue 4.
+//! * Simulcast: each layer (rid) of a publisher is its own rewriter source. With `adaptive` on, str0m estimates the
+//!   bandwidth toward every subscriber (TWCC, GoogCC, from 300 kbit/s, probing toward what the subscriber could use)
+//!   and the [`alloc`]ator turns the estimate into a target layer per slot — or none, below the audio budget; a slot
+//!   moves to its target at that layer's keyframe (asked for, at most one per 500 ms per layer) while the old layer
+//!   goes on. Without an estimate (or `adaptive` off) a slot gets `h` when sent, else the lowest.
 //! * Every forwarded copy's delay (received → sealed and sent) goes into a per-shard [`histogram`]
 //!   ([`Media::forward_delays`]).
 //! * NACK/RTX both ways and RTCP are str0m's; keyframe requests from subscribers are forwarded to the publisher, at
