@@ -15,7 +15,7 @@ const MAX_SDP = 500000; // the bridge refuses messages over 512 KiB
 // Test hooks (read by the end-to-end tests through WebDriver); mutated in place, never replaced.
 export const D = (window.diemcau = {
   pc: null, ws: null, state: 'connecting', role: null, welcome: null, slots: [], roster: [], stats: null,
-  lastError: null, local: null, muted: false, profile: null, videoOn: true,
+  lastError: null, local: null, muted: false, profile: null, videoOn: true, audioOnly: false,
   inboundVideo: () => inbound('video'),
   inboundAudio: () => inbound('audio'),
 });
@@ -186,6 +186,7 @@ function onMsg(m, ws) {
     case 'welcome': return onWelcome(m, ws);
     case 'answer': return queue((pc) => pc.setRemoteDescription({ type: 'answer', sdp: lowAudio(m.sdp) }).then(() => { syncMedia(); applyVideoOn(); }));
     case 'publish': D.videoOn = !!m.video; return queue(applyVideoOn);
+    case 'audio_only': D.audioOnly = !!m.on; return H.onAudioOnly?.(D.audioOnly);
     case 'offer': return queue((pc) => onServerOffer(pc, m.sdp));
     case 'roster': D.roster = m.sites || []; return H.onRoster?.(D.roster);
     case 'slots':

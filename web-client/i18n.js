@@ -59,6 +59,7 @@ const D = {
     // site page
     'site.wait': 'Đang chờ hình từ điểm cầu chủ trì…',
     'site.audio': 'Đường truyền yếu: hiện chỉ nhận được tiếng.',
+    'site.audioOnly': 'Chỉ âm thanh — đường truyền hiện chỉ đủ cho tiếng; hình sẽ trở lại khi đường truyền tốt hơn.',
     'site.self': 'Hình của bạn',
     'site.nocam': 'Không có camera',
     // chair page
@@ -218,6 +219,7 @@ const D = {
     'q.tip': 'RTT {rtt} ms · loss {loss}% · in {kin} kbit/s · out {kout} kbit/s',
     'site.wait': 'Waiting for the chair’s video…',
     'site.audio': 'Weak link: receiving sound only for now.',
+    'site.audioOnly': 'Audio only — the link has room for sound only; the picture returns when it recovers.',
     'site.self': 'You',
     'site.nocam': 'No camera',
     'chair.self': 'Chair camera',

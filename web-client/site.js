@@ -32,9 +32,11 @@ start({
     remote.srcObject = new MediaStream([tr]);
     remote.play().catch(() => {}); // muted video: autoplay is always allowed
   },
+  // The bridge paused the chair's video: the link has room for sound only ("Chỉ âm thanh") until it recovers.
+  onAudioOnly(on) { setWait(on ? 'site.audioOnly' : D.stats?.frames_decoded > 0 ? null : 'site.wait'); },
   // No frame decoded in the last 2 s while connected: say it is sound only (weak link) rather than "waiting".
   onStats(s, dFrames) {
-    if (dFrames == null) return;
+    if (dFrames == null || D.audioOnly) return;
     if (dFrames > 0) setWait(null);
     else setWait(s.frames_decoded > 0 ? 'site.audio' : 'site.wait');
   },

@@ -751,6 +751,9 @@ pub struct SiteReport {
     pub loss_after_repair: f64,
     /// The emulated link's counters.
     pub link: LinkReport,
+    /// The bridge's last "audio only" notice (`true`: every video toward it paused), if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub told_audio_only: Option<bool>,
     /// What it published, all simulcast layers together (absent when it did not publish).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published: Option<crate::publisher::PublisherStats>,

@@ -488,6 +488,8 @@ struct SessionOutcome {
     global: usize,
     role: Option<Role>,
     error: Option<String>,
+    /// The bridge's last `audio_only` notice.
+    audio_only: Option<bool>,
 }
 
 impl Swarm {
@@ -739,6 +741,7 @@ fn build_report(
         .collect();
     for o in outcomes {
         let Some(s) = sites.get_mut(o.global) else { continue };
+        s.told_audio_only = o.audio_only;
         if let Some(role) = o.role
             && s.role.is_empty()
         {
@@ -847,7 +850,7 @@ async fn janus_session(
     feed: Arc<std::sync::OnceLock<u64>>,
 ) -> SessionOutcome {
     let global = plan.global;
-    let mut outcome = SessionOutcome { global, role: None, error: None };
+    let mut outcome = SessionOutcome { global, role: None, error: None, audio_only: None };
     let mut stop = ctx.stop.clone();
     tokio::select! {
         _ = tokio::time::sleep_until((ctx.started + plan.at).into()) => {}
@@ -956,7 +959,7 @@ async fn janus_join(
 /// One site's life in a diemcau meeting.
 async fn diemcau_session(plan: SitePlan, mut ctx: SessionCtx) -> SessionOutcome {
     let global = plan.global;
-    let mut outcome = SessionOutcome { global, role: None, error: None };
+    let mut outcome = SessionOutcome { global, role: None, error: None, audio_only: None };
     tokio::select! {
         _ = tokio::time::sleep_until((ctx.started + plan.at).into()) => {}
         _ = ctx.stop.changed() => return outcome,
@@ -1002,6 +1005,7 @@ async fn diemcau_session(plan: SitePlan, mut ctx: SessionCtx) -> SessionOutcome 
                     }
                 }
                 Ok(ServerMsg::Error { code, message }) => warn!(site = plan.site_id, "bridge error {code}: {message}"),
+                Ok(ServerMsg::AudioOnly { on }) => outcome.audio_only = Some(on),
                 Ok(_) => {}
                 Err(e) => {
                     if !*ctx.stop.borrow() {

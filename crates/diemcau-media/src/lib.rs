@@ -143,6 +143,8 @@ pub enum MediaEvent {
     Connected(PeerId),
     /// The peer's media is gone (ICE timeout, DTLS close, or removed).
     Disconnected(PeerId),
+    /// Every video the peer receives is paused (`true`: its link has room for audio only) or one resumed (`false`).
+    AudioOnly(PeerId, bool),
 }
 
 /// Per-peer statistics, refreshed about once a second by the peer's shard.

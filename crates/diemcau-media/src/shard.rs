@@ -124,6 +124,8 @@ struct Peer {
     estimate_kbps: Option<u32>,
     /// Chooses its slots' layers from the estimate.
     alloc: Allocator,
+    /// Every simulcast video it receives is paused (last told to the signalling layer).
+    audio_only: bool,
 }
 
 /// A link check's probe train: fixed-size VP8-shaped RTP packets on one of the peer's video slots, paced at a set
@@ -163,6 +165,7 @@ enum Deferred {
     Allocate(PeerId),
     Connected(PeerId),
     Dead(PeerId),
+    AudioOnly(PeerId, bool),
 }
 
 pub(crate) struct Shard {
@@ -427,6 +430,9 @@ impl Shard {
                     Deferred::Connected(pid) => {
                         let _ = self.events.send(MediaEvent::Connected(pid));
                     }
+                    Deferred::AudioOnly(pid, on) => {
+                        let _ = self.events.send(MediaEvent::AudioOnly(pid, on));
+                    }
                     Deferred::Dead(pid) => {
                         if self.peers.contains_key(&pid) {
                             self.remove_peer(pid);
@@ -478,6 +484,7 @@ impl Shard {
                 probe: None,
                 estimate_kbps: None,
                 alloc: Allocator::new(),
+                audio_only: false,
             };
             self.peers.insert(pid, peer);
             self.by_ufrag.insert(ufrag, pid);
@@ -773,6 +780,8 @@ impl Shard {
         }
         let choices = peer.alloc.update(crate::now(), estimate, &wanted).to_vec();
         let mut desired = 0u64;
+        let mut videos = 0;
+        let mut paused = 0;
         for ((mid, rids), (choice, w)) in ladders.iter().zip(choices.iter().zip(&wanted)) {
             desired += u64::from(w.layers_kbps.last().copied().unwrap_or(0));
             if rids.is_empty() {
@@ -783,12 +792,19 @@ impl Shard {
                 Some(l) => rids.get(l).copied().map_or(Target::Auto, Target::Layer),
                 None => Target::Paused,
             };
+            videos += 1;
+            paused += usize::from(target == Target::Paused);
             if slot.target != target {
                 trace!(peer = pid.0, %mid, ?target, estimate, "layer target");
                 slot.target = target;
             }
         }
         peer.rtc.bwe().set_bitrate(Bitrate::kbps(0), Bitrate::kbps(desired.max(u64::from(AUDIO_KBPS))));
+        let audio_only = videos > 0 && paused == videos;
+        if audio_only != peer.audio_only {
+            peer.audio_only = audio_only;
+            self.deferred.push(Deferred::AudioOnly(pid, audio_only));
+        }
     }
 
     /// Asks the publisher of `track` for a keyframe of `layer` (`None`: the default layer), at most once per
@@ -1038,6 +1054,10 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             peer.stats.shard = shard;
             if let Ok(mut m) = stats.lock() {
                 m.insert(pid, peer.stats.clone());
+            }
+            // The estimator speaks only when its estimate moves; a raise waiting out its hold is taken here.
+            if peer.estimate_kbps.is_some() {
+                deferred.push(Deferred::Allocate(pid));
             }
         }
         Event::MediaEgressStats(s) => {

@@ -391,6 +391,12 @@ pub enum ServerMsg {
     },
     /// Answer to [`ClientMsg::Ping {}`].
     Pong,
+    /// The bridge paused (`true`) or resumed (`false`) the video it sends this client: its link has room for audio
+    /// only. The page says "Chỉ âm thanh" meanwhile.
+    AudioOnly {
+        /// Video paused.
+        on: bool,
+    },
     /// Dynacast: the bridge asks a site to send (`true`) or stop encoding (`false`) its camera, as someone receives
     /// it or nobody does. Pages start sending; a site whose camera is in no tile frees its uplink.
     Publish {

@@ -117,7 +117,7 @@ pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedR
         let Ok(mut rooms) = state.rooms.lock() else { return };
         for room in rooms.values_mut() {
             let peer = match ev {
-                MediaEvent::Connected(p) | MediaEvent::Disconnected(p) => p,
+                MediaEvent::Connected(p) | MediaEvent::Disconnected(p) | MediaEvent::AudioOnly(p, _) => p,
             };
             if !room.members.contains_key(&peer) {
                 continue;
@@ -129,6 +129,11 @@ pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedR
                     }
                 }
                 MediaEvent::Disconnected(p) => room.media_lost(p),
+                // Nothing to plan: only the page is told.
+                MediaEvent::AudioOnly(p, on) => {
+                    room.send(p, diemcau_proto::ServerMsg::AudioOnly { on });
+                    continue;
+                }
             }
             room.plan(&state.media);
             room.broadcast_roster();
