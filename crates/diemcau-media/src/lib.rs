@@ -179,10 +179,27 @@ pub struct PeerStats {
 pub(crate) type StatsMap = Arc<Mutex<HashMap<PeerId, PeerStats>>>;
 
 pub(crate) enum Command {
-    Offer { peer: PeerId, sdp: String, reply: oneshot::Sender<Result<Negotiated, MediaError>> },
-    Remove { peer: PeerId },
-    SetSlot { peer: PeerId, mid: String, source: Option<TrackId> },
-    Probe { peer: PeerId, kbps: u32, packet_bytes: usize },
+    /// `estimate`: run the bandwidth estimator for this peer (adaptive mode; never for a link check, whose probe must
+    /// not be paced by it).
+    Offer {
+        peer: PeerId,
+        sdp: String,
+        estimate: bool,
+        reply: oneshot::Sender<Result<Negotiated, MediaError>>,
+    },
+    Remove {
+        peer: PeerId,
+    },
+    SetSlot {
+        peer: PeerId,
+        mid: String,
+        source: Option<TrackId>,
+    },
+    Probe {
+        peer: PeerId,
+        kbps: u32,
+        packet_bytes: usize,
+    },
     Shutdown,
 }
 
@@ -276,9 +293,19 @@ impl Media {
 
     /// Accepts an SDP offer from a peer: creates its `Rtc` on first use, renegotiates afterwards.
     pub async fn offer(&self, peer: PeerId, sdp: String) -> Result<Negotiated, MediaError> {
+        self.offer_as(peer, sdp, true).await
+    }
+
+    /// [`Media::offer`] for a link check's peer: no bandwidth estimator (its pacer would throttle the probe train
+    /// the check measures with).
+    pub async fn offer_link_check(&self, peer: PeerId, sdp: String) -> Result<Negotiated, MediaError> {
+        self.offer_as(peer, sdp, false).await
+    }
+
+    async fn offer_as(&self, peer: PeerId, sdp: String, estimate: bool) -> Result<Negotiated, MediaError> {
         let shard = self.place(peer);
         let (reply, rx) = oneshot::channel();
-        self.send(shard, ShardMsg::Command(Command::Offer { peer, sdp, reply }))?;
+        self.send(shard, ShardMsg::Command(Command::Offer { peer, sdp, estimate, reply }))?;
         let res = rx.await.map_err(|_| MediaError::Unavailable)?;
         if res.is_err()
             && let Ok(mut p) = self.placement.lock()

@@ -322,8 +322,8 @@ impl Shard {
                 return true;
             }
             ShardMsg::KeyframeRequest(track, layer) => self.request_keyframe(track, layer, socket),
-            ShardMsg::Command(Command::Offer { peer, sdp, reply }) => {
-                let res = self.offer(peer, &sdp, socket);
+            ShardMsg::Command(Command::Offer { peer, sdp, estimate, reply }) => {
+                let res = self.offer(peer, &sdp, estimate, socket);
                 let _ = reply.send(res);
             }
             ShardMsg::Command(Command::Remove { peer }) => self.remove_peer(peer),
@@ -444,7 +444,7 @@ impl Shard {
         }
     }
 
-    fn offer(&mut self, pid: PeerId, sdp: &str, socket: &UdpSocket) -> Result<Negotiated, MediaError> {
+    fn offer(&mut self, pid: PeerId, sdp: &str, estimate: bool, socket: &UdpSocket) -> Result<Negotiated, MediaError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let now = crate::now();
         let is_new = !self.peers.contains_key(&pid);
@@ -457,7 +457,11 @@ impl Shard {
                 .enable_vp8(true)
                 .set_stats_interval(Some(Duration::from_secs(1)));
             // Adaptive: estimate the bandwidth toward every peer (TWCC + GoogCC), starting low for weak links.
-            let cfg = if self.adaptive { cfg.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS))) } else { cfg };
+            let cfg = if self.adaptive && estimate {
+                cfg.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
+            } else {
+                cfg
+            };
             let cfg = match &self.dtls_cert {
                 Some(cert) => cfg.set_dtls_cert(cert.clone()),
                 None => cfg,

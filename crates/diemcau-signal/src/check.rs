@@ -138,7 +138,7 @@ async fn run(
             }
         }
     };
-    let negotiated = state.media.offer(peer, sdp).await.map_err(|e| (close::BAD_MESSAGE, e.to_string()))?;
+    let negotiated = state.media.offer_link_check(peer, sdp).await.map_err(|e| (close::BAD_MESSAGE, e.to_string()))?;
     if !negotiated.slots.iter().any(|s| s.kind == diemcau_media::Kind::Video) {
         return Err((close::BAD_MESSAGE, "the offer must receive video (the downlink probe travels on it)".into()));
     }
