@@ -628,6 +628,11 @@ impl Shard {
                             self.deferred.push(Deferred::Allocate(*pid));
                         }
                     }
+                    // Not adaptive: every slot takes the default layer, so the others stop here, before the
+                    // subscribers are visited (the fan-out benchmark's path).
+                    if !self.adaptive && default != Some(rid) {
+                        continue;
+                    }
                     default
                 }
                 // A simulcast packet whose layer is not bound yet: which layer it is, nobody knows.
