@@ -114,7 +114,9 @@ async fn ten_sites_on_fibre_and_3g_receive_the_chair() -> Result<(), Box<dyn std
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_site_receives_the_simulcast_layer_its_link_carries() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let running = diemcau::start(diemcau::Config::for_tests(dir.path())).await?;
+    let mut cfg = diemcau::Config::for_tests(dir.path());
+    cfg.media.adaptive = true;
+    let running = diemcau::start(cfg).await?;
     let ws_url = format!("ws://{}/ws", running.http_addr);
     let chair_id = running.demo.chair_site_id;
     let mut chair = SwarmConfig::new(ws_url.clone(), vec![(chair_id, running.token(Role::Chair, chair_id))]);
