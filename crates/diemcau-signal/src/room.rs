@@ -357,6 +357,25 @@ mod tests {
         last
     }
 
+    /// Sites `ids` join as peers 10, 11, … publishing audio and video on two duplex slots, media connected; their
+    /// message receivers, in order.
+    fn join_sites(room: &mut Room, ids: &[i64]) -> Vec<mpsc::UnboundedReceiver<Outgoing>> {
+        let mut receivers = Vec::new();
+        for (i, sid) in ids.iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let p = PeerId(10 + i as u64);
+            room.join(p, *sid, Role::Site, tx, false);
+            room.negotiated(
+                p,
+                vec![Kind::Audio, Kind::Video],
+                slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]),
+            );
+            room.members.get_mut(&p).expect("member").connected = true;
+            receivers.push(rx);
+        }
+        receivers
+    }
+
     fn publish_msgs(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<bool> {
         let mut v = Vec::new();
         while let Ok(o) = rx.try_recv() {
@@ -380,19 +399,7 @@ mod tests {
             vec![Kind::Audio, Kind::Video],
             slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true), ("2", Kind::Video, false)]),
         );
-        let mut rx = Vec::new();
-        for (i, sid) in [2i64, 3].iter().enumerate() {
-            let (tx, r) = mpsc::unbounded_channel();
-            let p = PeerId(10 + i as u64);
-            room.join(p, *sid, Role::Site, tx, false);
-            room.negotiated(
-                p,
-                vec![Kind::Audio, Kind::Video],
-                slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]),
-            );
-            room.members.get_mut(&p).expect("member").connected = true;
-            rx.push(r);
-        }
+        let mut rx = join_sites(&mut room, &[2, 3]);
         room.plan(&media);
         assert_eq!(publish_msgs(&mut rx[0]), Vec::<bool>::new(), "site 2 holds the tile and keeps sending");
         assert_eq!(publish_msgs(&mut rx[1]), vec![false], "site 3 is in no tile");
@@ -424,19 +431,7 @@ mod tests {
                 ("4", Kind::Audio, false),
             ]),
         );
-        let mut site_rx = Vec::new();
-        for (i, sid) in [2i64, 3, 4].iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let p = PeerId(10 + i as u64);
-            room.join(p, *sid, Role::Site, tx, false);
-            room.negotiated(
-                p,
-                vec![Kind::Audio, Kind::Video],
-                slots(&[("0", Kind::Audio, true), ("1", Kind::Video, true)]),
-            );
-            room.members.get_mut(&p).expect("member").connected = true;
-            site_rx.push(rx);
-        }
+        let mut site_rx = join_sites(&mut room, &[2, 3, 4]);
         room.plan(&media);
         // Two video tiles for three sites: the first two joined.
         let s = last_slots(&mut crx);
