@@ -222,12 +222,15 @@ async function onWelcome(w, ws) {
   newPc(w);
 }
 
+// The chair's camera feeds three layers up to 720p; a site's two up to 360p.
+const CAMERA = { chair: { width: 1280, height: 720, frameRate: 15 }, site: { width: 640, height: 360, frameRate: 15 } };
+
 /** Opens camera + mic once per page; falls back to mic only, then to receive-only. */
 async function getMedia() {
   const why = (e) => (has('gum.' + e?.name) ? t('gum.' + e.name) : e?.message || String(e));
   try {
     if (!navigator.mediaDevices?.getUserMedia) throw { message: t('gum.insecure') };
-    D.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360, frameRate: 15 } });
+    D.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA[H.page] || CAMERA.site });
   } catch (e) {
     try {
       D.local = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -240,8 +243,14 @@ async function getMedia() {
   H.onLocal?.(D.local);
 }
 
-// What the site's link profile (welcome.profile) allows our camera to send, kbit/s. A site on an audio-only link
-// still sends a small picture (the chair checks each site's picture at roll call); it receives audio only.
+// Simulcast: the chair sends 180p/360p/720p (rids q/h/f), a site 180p/360p (q/h, the larger for when it holds the
+// floor); the bridge forwards each subscriber the layer its link carries. [rid, scaleResolutionDownBy, kbit/s].
+const LAYERS = {
+  chair: [['q', 4, 150], ['h', 2, 500], ['f', 1, 1500]],
+  site: [['q', 2, 150], ['h', 1, 500]],
+};
+// What the site's link profile (welcome.profile) allows our camera to send, kbit/s in all. A site on an audio-only
+// link still sends a small picture (the chair checks each site's picture at roll call); it receives audio only.
 const VIDEO_CAP = { standard: 500, low: 150, audio_only: 64 };
 const LOW_AUDIO = ['low', 'audio_only'];
 
@@ -267,14 +276,34 @@ function lowAudio(sdp) {
   return out.join('\r\n');
 }
 
-/** Dynacast: encode our camera only while someone receives it ("publish"), and never past the link profile. */
+/** Our camera's encodings: the role's simulcast layers, lowest first, each active while the bridge wants our video
+ *  ("publish") and its rate fits in the link profile's cap (the lowest layer always does, at most at the cap). */
+function encodings() {
+  const layers = LAYERS[D.role] || LAYERS.site;
+  const cap = VIDEO_CAP[D.profile];
+  let left = cap == null ? Infinity : cap;
+  return layers.map(([rid, scale, kbps], i) => {
+    const fits = i === 0 || kbps <= left;
+    const rate = Math.min(kbps, left);
+    if (fits) left -= rate;
+    return { rid, scaleResolutionDownBy: scale, maxBitrate: Math.max(rate, 16) * 1000, active: D.videoOn && fits };
+  });
+}
+
+/** Dynacast and the link profile: encode only the layers that fit, and none while nobody receives our camera. */
 async function applyVideoOn() {
   const s = D.pc?.getSenders().find((x) => x.track?.kind === 'video');
   const p = s?.getParameters();
   if (!p?.encodings?.length) return; // not negotiated yet: applied after the answer
-  const on = D.videoOn;
-  if (p.encodings.every((e) => e.active === on)) return;
-  p.encodings.forEach((e) => (e.active = on));
+  const want = encodings();
+  let changed = false;
+  for (const e of p.encodings) {
+    const w = want.find((x) => x.rid === e.rid) || want[0];
+    if (e.active !== w.active || e.maxBitrate !== w.maxBitrate) changed = true;
+    e.active = w.active;
+    e.maxBitrate = w.maxBitrate;
+  }
+  if (!changed) return;
   try { await s.setParameters(p); } catch (e) { console.warn('setParameters', e); } // never worth a reconnect
 }
 
@@ -283,13 +312,15 @@ function newPc(w) {
   const streams = D.local ? [D.local] : [];
   D.profile = w.profile || null;
   D.videoOn = true; // a new peer connection starts sending; the bridge says "publish" when nobody watches
-  const cap = VIDEO_CAP[D.profile];
-  const video = cap == null ? {} : { sendEncodings: [{ maxBitrate: cap * 1000 }] };
   const audio = LOW_AUDIO.includes(D.profile) ? { sendEncodings: [{ maxBitrate: 16000 }] } : {};
-  // Our own mic and camera (or an empty sender): the bridge sends back on these too (the chair, on a site page).
+  // Our own mic (or an empty sender): the bridge sends audio back on it too (the chair's, on a site page).
   pc.addTransceiver(D.local?.getAudioTracks()[0] || 'audio', { direction: 'sendrecv', streams, ...audio });
-  pc.addTransceiver(D.local?.getVideoTracks()[0] || 'video', { direction: 'sendrecv', streams, ...video });
-  if (w.role === 'chair') {
+  // Our camera, simulcast, send only (the bridge's answer to a simulcast section carries no stream of its own); a
+  // site receives the chair's picture on a receive-only section of its own.
+  const cam = D.local?.getVideoTracks()[0];
+  if (cam) pc.addTransceiver(cam, { direction: 'sendonly', streams, sendEncodings: encodings() });
+  if (w.role !== 'chair') pc.addTransceiver('video', { direction: 'recvonly' });
+  else {
     for (let i = 0; i < w.grid_size; i++) pc.addTransceiver('video', { direction: 'recvonly' });
     for (let i = 0; i < w.audio_slots; i++) pc.addTransceiver('audio', { direction: 'recvonly' });
   }

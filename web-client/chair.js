@@ -4,7 +4,7 @@ import { start, $, D, send, siteOf, esc } from './app.js';
 import { t } from './i18n.js';
 
 const grid = $('#grid'), list = $('#roster'), filter = $('#filter');
-const tiles = new Map(); // mid → { el, video, name, badge, btn, track, own }
+const tiles = new Map(); // mid → { el, video, name, badge, btn, track }
 const bySite = new Map(); // site_id → roster entry
 let pending = 0;
 
@@ -19,11 +19,11 @@ function toggleMute(id) {
   later();
 }
 
-/** One tile per receiving video transceiver; our own sendrecv one is shown only when the bridge fills it. */
+/** One tile per receiving video transceiver (our camera's is send-only). */
 function syncTiles(pc) {
   for (const x of pc.getTransceivers()) {
     const tr = x.receiver.track;
-    if (tr?.kind !== 'video' || x.mid == null) continue;
+    if (tr?.kind !== 'video' || x.mid == null || x.direction !== 'recvonly') continue;
     let tl = tiles.get(x.mid);
     if (!tl) {
       const el = document.createElement('div');
@@ -32,7 +32,7 @@ function syncTiles(pc) {
       el.innerHTML = '<video autoplay playsinline muted></video><div class="cap"><span class="nm"></span>'
         + '<span class="badge"></span><button class="mt"></button></div>';
       tl = { el, video: el.querySelector('video'), name: el.querySelector('.nm'), badge: el.querySelector('.badge'),
-        btn: el.querySelector('.mt'), own: x.direction === 'sendrecv' };
+        btn: el.querySelector('.mt') };
       tl.btn.onclick = () => toggleMute(siteOf(x.mid));
       tiles.set(x.mid, tl);
       grid.append(el);
@@ -49,7 +49,6 @@ function syncTiles(pc) {
 function renderTiles() {
   for (const [mid, tl] of tiles) {
     const id = siteOf(mid), s = bySite.get(id);
-    tl.el.hidden = tl.own && id == null;
     tl.el.classList.toggle('empty', id == null);
     tl.el.classList.toggle('muted', !!s?.muted);
     tl.el.dataset.site = id ?? '';

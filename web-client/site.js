@@ -23,9 +23,9 @@ start({
     if (v) $('#self').srcObject = s;
     else { $('#self').hidden = true; $('#selfcap').dataset.i18n = 'site.nocam'; $('#selfcap').textContent = t('site.nocam'); }
   },
-  // The chair's video arrives on our own sendrecv video transceiver.
+  // The chair's video arrives on our receive-only video transceiver.
   onMedia(pc) {
-    const x = pc.getTransceivers().find((x) => x.receiver.track?.kind === 'video');
+    const x = pc.getTransceivers().find((x) => x.receiver.track?.kind === 'video' && x.direction === 'recvonly');
     const tr = x?.receiver.track;
     if (!tr || tr === shown) return;
     shown = tr;

@@ -1,13 +1,29 @@
 //! End to end in headless Chromium with fake camera and microphone: the bridge on ephemeral ports, one chair page and
 //! three commune pages. Each site decodes the chair's video and receives its audio; the chair decodes every site's
 //! video. Frames decoded must keep increasing; a joining site decodes its first chair frame within a second; SRTP
-//! uses an AEAD-GCM profile; the commune page transfers at most 150 KB.
+//! uses an AEAD-GCM profile; the commune page transfers at most 150 KB. The chair's camera is sent as three simulcast
+//! layers, a site's as two, and a site receives the chair's middle one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use diemcau_e2e::browser::{ChromeDriver, eval_async, per_site, wait_connected};
 use diemcau_proto::{Role, SiteKind};
+
+/// The simulcast layers a page's camera sends: [[rid, frame width]…] sorted by width (those with frames sent).
+const SENT_LAYERS: &str = "window.diemcau.pc.getStats().then((r) => { const o = []; r.forEach((s) => { \
+  if (s.type === 'outbound-rtp' && s.kind === 'video' && s.framesSent > 0) o.push([s.rid, s.frameWidth]); }); \
+  return o.sort((a, b) => a[1] - b[1]); })";
+
+/// Rids of `layers` (from [`SENT_LAYERS`]) smallest picture first, when their widths differ.
+fn rids_by_width(layers: &serde_json::Value) -> Option<String> {
+    let l = layers.as_array()?;
+    let widths: Vec<u64> = l.iter().map(|x| x[1].as_u64()).collect::<Option<_>>()?;
+    if widths.windows(2).any(|w| w[0] >= w[1]) {
+        return None;
+    }
+    Some(l.iter().map(|x| x[0].as_str().unwrap_or("?")).collect::<Vec<_>>().join(","))
+}
 
 /// Chair frames per site, and (chair frames, chair audio bytes) on each site page.
 type Sample = (HashMap<i64, u64>, Vec<(u64, u64)>);
@@ -78,6 +94,21 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
         }
         eprintln!("time from connected to first decoded chair frame per site: {first_frame:?}");
 
+        // Simulcast: the chair's camera goes out as 180p/360p/720p (rids q/h/f), a site's as 180p/360p (q/h).
+        // (Widths are compared, not fixed: Chromium may scale all layers down when the machine is busy.)
+        for (w, want) in [(&chair, "q,h,f"), (&sites[0].1, "q,h")] {
+            browser.switch_to_window(w.clone()).await?;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let layers = eval_async(&browser, SENT_LAYERS).await?;
+                if rids_by_width(&layers).as_deref() == Some(want) {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "layers sent {layers}, expected {want}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+
         // Every page decodes what it should, and keeps decoding.
         let deadline = Instant::now() + Duration::from_secs(40);
         let mut first: Option<Sample> = None;
@@ -124,6 +155,19 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+
+        // Without adaptation every site receives the chair's middle layer (h, 360p; half the width of f).
+        browser.switch_to_window(chair.clone()).await?;
+        let chair_layers = eval_async(&browser, SENT_LAYERS).await?;
+        browser.switch_to_window(sites[0].1.clone()).await?;
+        let got = eval_async(
+            &browser,
+            "window.diemcau.pc.getStats().then((r) => { let w = null; r.forEach((s) => { \
+             if (s.type === 'inbound-rtp' && s.kind === 'video') w = s.frameWidth; }); return w; })",
+        )
+        .await?;
+        let h = chair_layers.as_array().and_then(|l| l.iter().find(|x| x[0] == "h")).map(|x| x[1].clone());
+        anyhow::ensure!(h.is_some() && got == h.clone().unwrap_or_default(), "site decodes width {got}, chair sends {chair_layers}");
 
         // The technician page lists the four peers and its live charts draw.
         let tech = browser.new_window().await?;
