@@ -12,6 +12,7 @@ const BLUE = '#1565c0', GREEN = '#2e7d32', RED = '#c62828', PURPLE = '#7b1fa2', 
 const COLS = [
   ['site_id', 'col.id', 'site_id'], ['name', 'col.name', 'name', 1], ['role', 'col.role', 0, 1], ['state', 'col.state', 0, 1],
   ['kbps_in', 'col.kin', 'kbps_in'], ['kbps_out', 'col.kout', 'kbps_out'], ['loss_pct', 'col.loss', 'loss'], ['rtt_ms', 'col.rtt', 'rtt'],
+  ['estimate_kbps', 'col.est'],
   ['c.frames_decoded', 'col.frames'], ['c.audio_samples', 'col.samples'], ['c.packets_lost', 'col.lost'],
   ['c.rtt_ms', 'col.crtt'], ['c.kbps_in', 'col.ckin'], ['c.kbps_out', 'col.ckout'],
 ];

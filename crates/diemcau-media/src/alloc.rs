@@ -109,6 +109,28 @@ pub fn allocate(budget_kbps: u32, wanted: &[Wanted]) -> Vec<Choice> {
     wanted.iter().zip(layer).map(|(w, layer)| Choice { id: w.id, layer }).collect()
 }
 
+/// What the allocation `choices` of `wanted` costs, kbit/s, and what it would cost after its next raise (the same
+/// order as [`allocate`]: the most important paused video's lowest layer, else the most important video that can
+/// still go up, one layer); `None` when everything is at its top. The bridge keeps its traffic to a subscriber at the
+/// first (with padding, up to the estimate) and asks the estimator to find the second, so the estimate is probed one
+/// layer at a time — a 128 kbit/s link is never asked for the 720p layer's rate.
+pub fn next_step(wanted: &[Wanted], choices: &[Choice]) -> (u32, Option<u32>) {
+    let layer = |w: &Wanted| choices.iter().find(|c| c.id == w.id).and_then(|c| c.layer);
+    let used: i64 = wanted.iter().map(|w| cost(w, layer(w))).sum();
+    let mut order: Vec<&Wanted> =
+        wanted.iter().filter(|w| !w.priority.is_audio() && !w.layers_kbps.is_empty()).collect();
+    order.sort_by_key(|w| w.priority);
+    let paused = order.iter().find(|w| layer(w).is_none()).map(|w| cost(w, Some(0)));
+    let raise = || {
+        order.iter().find_map(|w| {
+            let l = layer(w)?;
+            (l + 1 < w.layers_kbps.len()).then(|| cost(w, Some(l + 1)) - cost(w, Some(l)))
+        })
+    };
+    let clamp = |k: i64| u32::try_from(k.max(0)).unwrap_or(u32::MAX);
+    (clamp(used), paused.or_else(raise).map(|d| clamp(used + d)))
+}
+
 /// [`allocate`] with hysteresis, for one subscriber.
 #[derive(Debug, Default)]
 pub struct Allocator {
@@ -286,6 +308,24 @@ mod tests {
         // Recovery: back at 360p within 10 s.
         let back = log.iter().find(|(ms, l)| *ms >= 20_000 && *l == Some(3)).map(|l| l.0);
         assert!(back.is_some_and(|ms| ms <= 30_000), "{log:?}");
+    }
+
+    #[test]
+    fn the_next_step_is_one_layer_of_the_most_important_track() {
+        let view = site_view();
+        let at = |l: [Option<usize>; 4]| -> Vec<Choice> {
+            view.iter().zip(l).map(|(w, layer)| Choice { id: w.id, layer }).collect()
+        };
+        // Audio only: the next step is the chair's base layer.
+        assert_eq!(next_step(&view, &at([Some(0), None, Some(0), None])), (64, Some(109)));
+        // The chair at its base, the floor holder paused: the floor holder's base comes first.
+        assert_eq!(next_step(&view, &at([Some(0), Some(0), Some(0), None])), (109, Some(259)));
+        // Both at their base: the chair goes up one layer (45 → 90).
+        assert_eq!(next_step(&view, &at([Some(0), Some(0), Some(0), Some(0)])), (259, Some(304)));
+        // The chair at its top: the floor holder's next layer.
+        assert_eq!(next_step(&view, &at([Some(0), Some(4), Some(0), Some(0)])), (1714, Some(2064)));
+        // Everything at the top: nothing to probe for.
+        assert_eq!(next_step(&view, &at([Some(0), Some(4), Some(0), Some(1)])), (2064, None));
     }
 
     #[test]

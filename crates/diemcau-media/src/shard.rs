@@ -24,7 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
-use crate::alloc::{Allocator, Priority, Wanted};
+use crate::alloc::{Allocator, Priority, Wanted, next_step};
 use crate::rewrite::{InPacket, Mapped, SlotRewriter};
 use crate::{
     Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
@@ -788,11 +788,9 @@ impl Shard {
             ladders.push((mid, rids));
         }
         let choices = peer.alloc.update(crate::now(), estimate, &wanted).to_vec();
-        let mut desired = 0u64;
         let mut videos = 0;
         let mut paused = 0;
-        for ((mid, rids), (choice, w)) in ladders.iter().zip(choices.iter().zip(&wanted)) {
-            desired += u64::from(w.layers_kbps.last().copied().unwrap_or(0));
+        for ((mid, rids), choice) in ladders.iter().zip(choices.iter()) {
             if rids.is_empty() {
                 continue;
             }
@@ -808,7 +806,14 @@ impl Shard {
                 slot.target = target;
             }
         }
-        peer.rtc.bwe().set_bitrate(Bitrate::kbps(0), Bitrate::kbps(desired.max(u64::from(AUDIO_KBPS))));
+        // The estimator probes toward everything at its top layer (str0m's probes stay within twice the estimate).
+        // While a video is paused, audio alone is too little traffic for the estimate to grow (it stays where the
+        // drop left it): padding keeps the link busy up to the paused video's lowest layer, never past the estimate.
+        // (Padding while video flows slowed the climb to 720p on fibre from ~8 s to ~13 s in the swarm test.)
+        let (used, next) = next_step(&wanted, &choices);
+        let top: u32 = wanted.iter().map(|w| w.layers_kbps.last().copied().unwrap_or(0)).sum();
+        let minimum = if paused > 0 { next.unwrap_or(used) } else { 0 };
+        peer.rtc.bwe().set_bitrate(Bitrate::kbps(u64::from(minimum)), Bitrate::kbps(u64::from(top.max(AUDIO_KBPS))));
         let audio_only = videos > 0 && paused == videos;
         if audio_only != peer.audio_only {
             peer.audio_only = audio_only;
