@@ -424,13 +424,13 @@ async function collect(pc) {
   if (pc !== D.pc) return;
   let rep;
   try { rep = await pc.getStats(); } catch { return; }
-  let fd = 0, samples = 0, lost = 0, recv = 0, bin = 0, bout = 0, vbytes = 0, pair = null, alt = null, rrtt = null;
+  let fd = 0, samples = 0, lost = 0, recv = 0, bin = 0, bout = 0, vbytes = 0, pair = null, alt = null, rrtt = null, height = null;
   rep.forEach((s) => {
     if (s.type === 'inbound-rtp') {
       lost += s.packetsLost || 0;
       recv += s.packetsReceived || 0;
       bin += (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
-      if (s.kind === 'video') { fd += s.framesDecoded || 0; vbytes += s.bytesReceived || 0; }
+      if (s.kind === 'video') { fd += s.framesDecoded || 0; vbytes += s.bytesReceived || 0; height = Math.max(height || 0, s.frameHeight || 0) || height; }
       else samples += (s.totalSamplesReceived || 0) - (s.concealedSamples || 0);
     } else if (s.type === 'outbound-rtp') bout += (s.bytesSent || 0) + (s.headerBytesSent || 0);
     else if (s.type === 'transport' && s.selectedCandidatePairId) pair = rep.get(s.selectedCandidatePairId);
@@ -458,7 +458,7 @@ async function collect(pc) {
     if (prev.stall >= 2 && now - prev.kf > 10000) { prev.kf = now; send({ type: 'request_keyframe' }); }
   }
   quality = { q: grade(rtt, loss, kin), rtt, loss, kin, kout };
-  D.stats = { ...st, loss_pct: r1(loss), quality: quality.q };
+  D.stats = { ...st, loss_pct: r1(loss), quality: quality.q, height };
   renderQuality();
   H.onStats?.(D.stats, p ? fd - p.fd : null);
 }

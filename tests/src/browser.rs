@@ -137,3 +137,26 @@ pub async fn per_site(driver: &WebDriver, audio: bool) -> anyhow::Result<HashMap
     }
     Ok(out)
 }
+
+/// Makes the pages opened next in the current window send their WebRTC traffic to `relay` instead of the bridge:
+/// every UDP candidate of the bridge's answer is rewritten to the relay's address before the page sees it (a
+/// script injected through the DevTools protocol; the page's own code is unchanged). The bridge then sees the relay
+/// as the browser's address (a peer-reflexive candidate), as with [`crate::webrtc_site::redirect_candidates`].
+pub async fn route_through(driver: &WebDriver, relay: std::net::SocketAddr) -> anyhow::Result<()> {
+    use thirtyfour::extensions::cdp::ChromeDevTools;
+    let source = format!(
+        "(() => {{ const set = RTCPeerConnection.prototype.setRemoteDescription;
+           RTCPeerConnection.prototype.setRemoteDescription = function (d) {{
+             if (d && d.sdp) d = {{ type: d.type, sdp: d.sdp.replace(
+               /^(a=candidate:\\S+ \\d+ udp \\d+ )\\S+ \\d+( typ host)/gim, '$1{ip} {port}$2') }};
+             return set.call(this, d);
+           }}; }})();",
+        ip = relay.ip(),
+        port = relay.port()
+    );
+    ChromeDevTools::new(driver.handle.clone())
+        .execute_cdp_with_params("Page.addScriptToEvaluateOnNewDocument", serde_json::json!({ "source": source }))
+        .await
+        .context("injecting the candidate rewrite")?;
+    Ok(())
+}

@@ -167,7 +167,10 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
         )
         .await?;
         let h = chair_layers.as_array().and_then(|l| l.iter().find(|x| x[0] == "h")).map(|x| x[1].clone());
-        anyhow::ensure!(h.is_some() && got == h.clone().unwrap_or_default(), "site decodes width {got}, chair sends {chair_layers}");
+        anyhow::ensure!(
+            h.is_some() && got == h.clone().unwrap_or_default(),
+            "site decodes width {got}, chair sends {chair_layers}"
+        );
 
         // The technician page lists the four peers and its live charts draw.
         let tech = browser.new_window().await?;

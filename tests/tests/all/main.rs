@@ -6,6 +6,7 @@ mod drill_report;
 mod e2e_check;
 mod e2e_chromium;
 mod e2e_dynacast;
+mod e2e_layers;
 mod e2e_low_profile;
 mod e2e_reconnect;
 mod interop_webrtc_rs;

@@ -1,0 +1,87 @@
+//! Adaptation in headless Chromium (`[media] adaptive = true`): the chair page sends three simulcast layers; one
+//! commune joins directly, another through a netem relay whose downlink carries 600 kbit/s. The bridge's estimator
+//! and allocator give the capped site the chair's 180p layer while the uncapped one climbs above it, and each site
+//! page shows the resolution it receives.
+
+use std::time::{Duration, Instant};
+
+use diemcau_e2e::browser::{ChromeDriver, eval_async, route_through, wait_connected};
+use diemcau_netem::{LinkConfig, Profile, Timeline, relay::UdpRelay};
+use diemcau_proto::Role;
+use thirtyfour::WebDriver;
+
+/// The site page's layer badge: (height it shows, its text).
+async fn shown_layer(browser: &WebDriver) -> anyhow::Result<(u64, String)> {
+    let v = eval_async(
+        browser,
+        "(() => { const e = document.querySelector('#layer'); \
+         return e.hidden ? [0, ''] : [Number(e.dataset.height) || 0, e.textContent]; })()",
+    )
+    .await?;
+    Ok((v[0].as_u64().unwrap_or(0), v[1].as_str().unwrap_or("").to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_site_receives_a_lower_layer_than_an_uncapped_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = diemcau::Config::for_tests(dir.path());
+    cfg.media.adaptive = true;
+    cfg.media.shards = 1; // one media socket: the relay's target
+    let running = diemcau::start(cfg).await?;
+    let meeting =
+        running.state.store().meeting(running.demo.meeting_id)?.ok_or_else(|| anyhow::anyhow!("no demo meeting"))?;
+    let second = meeting.invited.iter().copied().find(|id| *id != running.demo.first_commune_id).unwrap_or(0);
+    let capped_url =
+        format!("{}/site?token={}", running.base_url, running.state.mint_token(meeting.id, second, Role::Site, 3600));
+    // 600 kbit/s toward the site with 300 ms of queue, 20 ms each way: room for the 180p layer and audio (182 kbit/s,
+    // raised at 209 with the allocator's headroom), not for 360p (532, raised at 612).
+    let down = LinkConfig { rate_kbps: Some(600), queue_bytes: 22_500, delay_ms: 20, ..LinkConfig::default() };
+    let up = LinkConfig { delay_ms: 20, ..LinkConfig::default() };
+    let relay = UdpRelay::start(running.media_addrs[0], Profile { up, down }, Timeline::default(), 5).await?;
+
+    let cd = ChromeDriver::start().await?;
+    let browser = cd.browser().await?;
+    let result = async {
+        browser.goto(&running.links.chair).await?;
+        wait_connected(&browser, "chair").await?;
+        let open = browser.new_window().await?;
+        browser.switch_to_window(open.clone()).await?;
+        browser.goto(&running.links.site).await?;
+        wait_connected(&browser, "open site").await?;
+        let capped = browser.new_window().await?;
+        browser.switch_to_window(capped.clone()).await?;
+        route_through(&browser, relay.local_addr()).await?;
+        browser.goto(&capped_url).await?;
+        wait_connected(&browser, "capped site").await?;
+        anyhow::ensure!(relay.stats().client.is_some(), "the capped site did not go through the relay");
+
+        // Within 40 s: the capped site shows 180p and the open one a taller picture, held for 3 s running.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut held = 0;
+        let (mut a, mut b);
+        loop {
+            browser.switch_to_window(open.clone()).await?;
+            a = shown_layer(&browser).await?;
+            browser.switch_to_window(capped.clone()).await?;
+            b = shown_layer(&browser).await?;
+            held = if b.0 > 0 && b.0 <= 180 && a.0 > b.0 { held + 1 } else { 0 };
+            if held >= 3 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "open site shows {a:?}, capped site {b:?}; relay {:?}",
+                relay.stats()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        eprintln!("open site shows {a:?}, capped site {b:?}");
+        anyhow::ensure!(b.1 == format!("{}p", b.0), "capped site's badge {b:?}");
+        Ok(())
+    }
+    .await;
+    let _ = browser.quit().await;
+    drop(cd);
+    running.shutdown().await;
+    result
+}
