@@ -153,7 +153,14 @@ pub enum MediaEvent {
     Disconnected(PeerId),
     /// Every video the peer receives is paused (`true`: its link has room for audio only) or one resumed (`false`).
     AudioOnly(PeerId, bool),
+    /// How loud each publisher's microphone was over the last [`LEVELS_INTERVAL`], from its packets' RFC 6464 audio
+    /// level: 0 (silence, −127 dBov) to 127 (0 dBov), the mean over the packets. Publishers whose packets carry no
+    /// level are not listed. Sent by each shard for its own publishers.
+    AudioLevels(Vec<(PeerId, u8)>),
 }
+
+/// How often each shard reports its publishers' audio levels.
+pub const LEVELS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Per-peer statistics, refreshed about once a second by the peer's shard.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -124,6 +124,8 @@ struct Peer {
     estimate_kbps: Option<u32>,
     /// Chooses its slots' layers from the estimate.
     alloc: Allocator,
+    /// Sum and count of its audio packets' loudness (127 + RFC 6464 level) since the last levels report.
+    speech: (u32, u32),
     /// Every simulcast video it receives is paused (last told to the signalling layer).
     audio_only: bool,
 }
@@ -196,6 +198,8 @@ pub(crate) struct Shard {
     layers: HashMap<TrackId, Vec<Rid>>,
     /// Per-subscriber bandwidth estimation and layer allocation.
     adaptive: bool,
+    /// When this shard next reports its publishers' audio levels.
+    levels_due: Instant,
 }
 
 const MAX_BATCH: usize = 64;
@@ -256,6 +260,7 @@ impl Shard {
             touched: Vec::new(),
             layers: HashMap::new(),
             adaptive,
+            levels_due: crate::now() + crate::LEVELS_INTERVAL,
         }
     }
 
@@ -400,6 +405,27 @@ impl Shard {
             }
             self.forward_inbox(socket);
         }
+        self.report_levels();
+    }
+
+    /// Every [`crate::LEVELS_INTERVAL`]: the mean loudness of each of this shard's publishers heard since the last
+    /// report (Last-N audio: the signalling layer forwards the loudest recent speakers to the chair).
+    fn report_levels(&mut self) {
+        let now = crate::now();
+        if now < self.levels_due {
+            return;
+        }
+        self.levels_due = now + crate::LEVELS_INTERVAL;
+        let mut levels = Vec::new();
+        for (pid, peer) in &mut self.peers {
+            let (sum, n) = std::mem::take(&mut peer.speech);
+            if let Some(mean) = sum.checked_div(n) {
+                levels.push((*pid, u8::try_from(mean).unwrap_or(127)));
+            }
+        }
+        if !levels.is_empty() {
+            let _ = self.events.send(MediaEvent::AudioLevels(levels));
+        }
     }
 
     fn flush_events(&mut self, socket: &UdpSocket) {
@@ -489,6 +515,7 @@ impl Shard {
                 estimate_kbps: None,
                 alloc: Allocator::new(),
                 audio_only: false,
+                speech: (0, 0),
             };
             self.peers.insert(pid, peer);
             self.by_ufrag.insert(ufrag, pid);
@@ -1026,6 +1053,12 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                 return;
             };
             let keyframe = kind == Kind::Video && crate::vp8::parse(&p.payload).is_some_and(|i| i.keyframe);
+            if kind == Kind::Audio
+                && let Some(level) = p.header.ext_vals.audio_level
+            {
+                let loud = 127 - u32::from(level.unsigned_abs()).min(127);
+                peer.speech = (peer.speech.0.saturating_add(loud), peer.speech.1.saturating_add(1));
+            }
             deferred.push(Deferred::Forward(Forwarded {
                 track: TrackId { peer: pid, kind },
                 codec,

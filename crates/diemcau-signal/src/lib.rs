@@ -55,7 +55,7 @@ impl Default for SignalConfig {
         SignalConfig {
             admin_token: None,
             grid_size: 16,
-            audio_slots: 4,
+            audio_slots: 3,
             sites_start_muted: false,
             max_messages_per_sec: 20,
             token_ttl_secs: 24 * 3600,
@@ -115,9 +115,19 @@ impl AppState {
 pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
     while let Some(ev) = events.recv().await {
         let Ok(mut rooms) = state.rooms.lock() else { return };
+        if let MediaEvent::AudioLevels(levels) = &ev {
+            let now = std::time::Instant::now();
+            for room in rooms.values_mut() {
+                if room.audio_levels(now, levels) {
+                    room.plan(&state.media);
+                }
+            }
+            continue;
+        }
         for room in rooms.values_mut() {
             let peer = match ev {
                 MediaEvent::Connected(p) | MediaEvent::Disconnected(p) | MediaEvent::AudioOnly(p, _) => p,
+                MediaEvent::AudioLevels(_) => continue,
             };
             if !room.members.contains_key(&peer) {
                 continue;
@@ -134,6 +144,7 @@ pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedR
                     room.send(p, diemcau_proto::ServerMsg::AudioOnly { on });
                     continue;
                 }
+                MediaEvent::AudioLevels(_) => continue,
             }
             room.plan(&state.media);
             room.broadcast_roster();

@@ -1,18 +1,29 @@
 //! One live meeting: who is connected, what they publish, and which source fills each of their slots.
 //!
-//! Slot policy (the spine; floor control and last-N come later):
+//! Slot policy (floor control comes later):
 //! * every site receives the chair's audio and video on its first audio and first video slot;
 //! * the chair's video slots show the sites that publish video, in join order; a site keeps its tile while connected;
-//! * the chair's audio slots carry the unmuted sites that publish audio, in join order.
+//! * the chair's audio slots (N of them, `[meeting] audio_slots`, default 3) carry the unmuted sites that publish
+//!   audio — **Last-N**: the sites speaking now (RFC 6464 level of their packets, [`SPEAKING_LOUDNESS`] or louder
+//!   within [`HANGOVER`]) first, a speaking holder keeping its slot; then the other holders; then join order. An open
+//!   microphone in one commune of thousands takes one slot, never more, and a quiet holder gives its slot to a
+//!   speaker within one levels report (0.5 s).
 //!
 //! [`Room::plan`] recomputes the assignment after every change and applies only the difference, so a site never
 //! jumps between tiles when another one joins or leaves.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use diemcau_media::{Kind, Media, PeerId, SlotInfo, TrackId};
 use diemcau_proto::{ClientStats, MediaKind, PeerState, Role, RosterEntry, ServerMsg, SiteKind, SlotAssignment};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// Mean loudness over a levels report (0 silence … 127 = 0 dBov) from which a site counts as speaking: −55 dBov,
+/// above a quiet room's noise, below speech at a normal distance from the microphone (≈ −30 dBov).
+pub(crate) const SPEAKING_LOUDNESS: u8 = 72;
+/// How long a site still counts as speaking after its last loud report (pauses between sentences).
+pub(crate) const HANGOVER: Duration = Duration::from_secs(3);
 
 /// What a connection's writer task receives.
 #[derive(Debug)]
@@ -47,6 +58,10 @@ pub(crate) struct Member {
     assigned: HashMap<String, Option<PeerId>>,
     /// Whether the page was last told to send its camera (pages start sending).
     video_on: bool,
+    /// When its microphone was last heard at [`SPEAKING_LOUDNESS`] or louder.
+    spoke_at: Option<Instant>,
+    /// Spoke within [`HANGOVER`] as of the last levels report.
+    pub(crate) speaking: bool,
 }
 
 /// A live meeting.
@@ -97,6 +112,8 @@ impl Room {
                 client_stats: None,
                 assigned: HashMap::new(),
                 video_on: true,
+                spoke_at: None,
+                speaking: false,
             },
         );
         replaced
@@ -194,6 +211,20 @@ impl Room {
                             .collect();
                         // The chair's own sendrecv transceivers carry its camera and microphone, not tiles.
                         let slots: Vec<&SlotInfo> = m.slots.iter().filter(|s| s.kind == kind && !s.duplex).collect();
+                        // Last-N audio: only the first N of the speakers-first order may hold a slot.
+                        let eligible = if kind == Kind::Audio {
+                            let held: HashSet<PeerId> = m.assigned.values().flatten().copied().collect();
+                            let rank = |p: &PeerId| {
+                                let speaking = self.members.get(p).is_some_and(|s| s.speaking);
+                                (!speaking, !held.contains(p))
+                            };
+                            let mut e = eligible;
+                            e.sort_by_key(rank); // stable: join order within a rank
+                            e.truncate(slots.len());
+                            e
+                        } else {
+                            eligible
+                        };
                         // Keep current holders that are still eligible; fill free slots in join order.
                         let mut placed: Vec<PeerId> = Vec::new();
                         for s in &slots {
@@ -300,6 +331,21 @@ impl Room {
 }
 
 impl Room {
+    /// Takes a levels report of the data plane ([`diemcau_media::MediaEvent::AudioLevels`]) at `now`; returns
+    /// whether any member started or stopped speaking (then the chair's audio slots must be planned again).
+    pub(crate) fn audio_levels(&mut self, now: Instant, levels: &[(PeerId, u8)]) -> bool {
+        let mut changed = false;
+        for (pid, m) in &mut self.members {
+            if levels.iter().any(|(p, l)| p == pid && *l >= SPEAKING_LOUDNESS) {
+                m.spoke_at = Some(now);
+            }
+            let speaking = m.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < HANGOVER);
+            changed |= speaking != m.speaking;
+            m.speaking = speaking;
+        }
+        changed
+    }
+
     /// Records the result of a negotiation: what the member publishes and which slots it offers.
     pub(crate) fn negotiated(&mut self, peer: PeerId, publishes: Vec<Kind>, slots: Vec<SlotInfo>) {
         if let Some(m) = self.members.get_mut(&peer) {
@@ -454,6 +500,75 @@ mod tests {
         let s = last_slots(&mut crx);
         let audio: Vec<_> = s.iter().filter(|a| a.kind == MediaKind::Audio).map(|a| a.site_id).collect();
         assert!(audio.contains(&Some(4)) && !audio.contains(&Some(3)), "{audio:?}");
+        media.shutdown();
+    }
+
+    #[test]
+    fn the_chair_hears_the_last_n_speakers() {
+        let (media, _ev) = Media::start(&MediaConfig { shards: 1, ..Default::default() }).expect("media");
+        let ids = [2, 3, 4, 5, 6];
+        let mut room = Room::new("Họp".into(), 100, [100].iter().chain(&ids).map(|i| site(*i)).collect());
+        let (ctx, mut crx) = mpsc::unbounded_channel();
+        room.join(PeerId(1), 100, Role::Chair, ctx, false);
+        // Three audio slots (N = 3) and no tiles.
+        room.negotiated(
+            PeerId(1),
+            vec![Kind::Audio, Kind::Video],
+            slots(&[
+                ("0", Kind::Audio, true),
+                ("1", Kind::Audio, false),
+                ("2", Kind::Audio, false),
+                ("3", Kind::Audio, false),
+            ]),
+        );
+        let _site_rx = join_sites(&mut room, &ids); // peers 10 … 14
+        // The sites on the chair's three audio slots, sorted.
+        let heard = |room: &Room| -> Vec<i64> {
+            let mut h: Vec<i64> = room.members[&PeerId(1)]
+                .assigned
+                .iter()
+                .filter(|(m, _)| m.as_str() != "0")
+                .filter_map(|(_, p)| p.and_then(|p| room.members.get(&p)).map(|m| m.site_id))
+                .collect();
+            h.sort();
+            h
+        };
+        room.plan(&media);
+        // Nobody has spoken: the first three to join, as the chair is told.
+        assert_eq!(heard(&room), vec![2, 3, 4]);
+        let told: Vec<Option<i64>> = last_slots(&mut crx).iter().filter(|a| a.mid != "0").map(|a| a.site_id).collect();
+        assert_eq!(told, vec![Some(2), Some(3), Some(4)]);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let quiet = SPEAKING_LOUDNESS - 1;
+        // Site 6 speaks: it takes the slot of a holder that is not speaking; the others stay where they are.
+        assert!(room.audio_levels(at(0), &[(PeerId(10), quiet), (PeerId(14), 100)]));
+        room.plan(&media);
+        assert_eq!(heard(&room), vec![2, 3, 6], "the last-joined quiet holder gives way");
+        // Sites 2 and 3 speak too: all three speakers are heard.
+        assert!(room.audio_levels(at(500), &[(PeerId(10), 90), (PeerId(11), 90)]));
+        room.plan(&media);
+        assert_eq!(heard(&room), vec![2, 3, 6]);
+        // Site 5 speaks while three speakers hold the slots: it waits …
+        assert!(room.audio_levels(at(1000), &[(PeerId(10), 90), (PeerId(11), 90), (PeerId(13), 90)]));
+        room.plan(&media);
+        assert_eq!(heard(&room), vec![2, 3, 6], "a fourth speaker waits");
+        // … until site 6 has been quiet for the hangover (3 s after its last loud report at 0 ms).
+        assert!(!room.audio_levels(at(2500), &[(PeerId(10), 90), (PeerId(11), 90), (PeerId(13), 90)]));
+        assert!(room.audio_levels(at(3000), &[(PeerId(10), 90), (PeerId(11), 90), (PeerId(13), 90)]));
+        room.plan(&media);
+        let mut h: Vec<Option<i64>> = room.members[&PeerId(1)]
+            .assigned
+            .iter()
+            .filter(|(m, _)| m.as_str() != "0")
+            .map(|(_, p)| p.and_then(|p| room.members.get(&p)).map(|m| m.site_id))
+            .collect();
+        h.sort();
+        assert_eq!(h, vec![Some(2), Some(3), Some(5)]);
+        // A muted speaker is never heard.
+        room.members.get_mut(&PeerId(13)).expect("member").muted = true;
+        room.plan(&media);
+        assert!(!heard(&room).contains(&5), "{:?}", heard(&room));
         media.shutdown();
     }
 }

@@ -222,7 +222,7 @@ mod tests {
         let c = Config::from_toml_str("[media]\nport = 0\n[meeting]\ngrid_size = 9", "x.toml").unwrap();
         assert_eq!(c.media.port, 0);
         assert_eq!(c.meeting.grid_size, 9);
-        assert_eq!(c.meeting.audio_slots, 4);
+        assert_eq!(c.meeting.audio_slots, 3);
     }
 
     #[test]
