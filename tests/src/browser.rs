@@ -11,11 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities, WebDriver};
 
-/// A ChromeDriver process, killed by pid on drop.
+/// One browser test at a time: `scripts/test` runs two tests at once, and two sets of Chromium encoders on a 2-core
+/// machine starve each other (the bandwidth estimator of `e2e_layers` reads CPU starvation as congestion).
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A ChromeDriver process, killed by pid on drop; holds the one-browser-test lock while it lives.
 pub struct ChromeDriver {
     child: Child,
     /// WebDriver URL.
     pub url: String,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for ChromeDriver {
@@ -42,6 +47,7 @@ pub fn chromium_path() -> anyhow::Result<String> {
 impl ChromeDriver {
     /// Starts ChromeDriver and waits until it answers.
     pub async fn start() -> anyhow::Result<ChromeDriver> {
+        let turn = ONE_BROWSER.lock().await;
         let bin = find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
             .context("chromedriver is not installed: run scripts/test (it installs chromium-driver)")?;
         let port = free_port()?;
@@ -52,7 +58,7 @@ impl ChromeDriver {
             .spawn()
             .context("starting chromedriver")?;
         let url = format!("http://127.0.0.1:{port}");
-        let driver = ChromeDriver { child, url };
+        let driver = ChromeDriver { child, url, _turn: turn };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
@@ -159,4 +165,31 @@ pub async fn route_through(driver: &WebDriver, relay: std::net::SocketAddr) -> a
         .await
         .context("injecting the candidate rewrite")?;
     Ok(())
+}
+
+/// Ends an end-to-end test: quits the browser, ends ChromeDriver (by its process id), shuts the bridge down, and
+/// returns the test's `result` (the teardown runs whether it failed or not).
+pub async fn finish<T>(
+    browser: WebDriver,
+    cd: ChromeDriver,
+    running: diemcau::Running,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let _ = browser.quit().await;
+    drop(cd);
+    running.shutdown().await;
+    result
+}
+
+/// The page link of the demo meeting's invited site other than `running.links.site`'s (a second commune).
+pub fn second_site_url(running: &diemcau::Running) -> anyhow::Result<String> {
+    let meeting = running.state.store().meeting(running.demo.meeting_id)?.context("no demo meeting")?;
+    let second = meeting
+        .invited
+        .iter()
+        .copied()
+        .find(|id| *id != running.demo.first_commune_id && *id != running.demo.chair_site_id)
+        .context("the demo meeting has a single commune")?;
+    let token = running.state.mint_token(meeting.id, second, diemcau_proto::Role::Site, 3600);
+    Ok(format!("{}/site?token={token}", running.base_url))
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use diemcau_e2e::browser::{ChromeDriver, eval_async};
+use diemcau_e2e::browser::{ChromeDriver, eval_async, finish};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_checks_its_link_from_the_browser_and_the_technician_sees_it() -> anyhow::Result<()> {
@@ -76,8 +76,5 @@ async fn a_site_checks_its_link_from_the_browser_and_the_technician_sees_it() ->
         Ok(())
     }
     .await;
-    let _ = browser.quit().await;
-    drop(cd);
-    running.shutdown().await;
-    result
+    finish(browser, cd, running, result).await
 }

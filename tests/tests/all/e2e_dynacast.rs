@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use diemcau_e2e::browser::{ChromeDriver, eval_async, wait_connected};
-use diemcau_proto::Role;
+use diemcau_e2e::browser::{ChromeDriver, eval_async, finish, second_site_url, wait_connected};
 use thirtyfour::WebDriver;
 
 const VIDEO_ACTIVE: &str = "(() => { const s = window.diemcau.pc && window.diemcau.pc.getSenders()
@@ -30,11 +29,7 @@ async fn an_unwatched_site_stops_its_camera_until_it_gets_a_tile() -> anyhow::Re
     let mut cfg = diemcau::Config::for_tests(dir.path());
     cfg.meeting.grid_size = 1;
     let running = diemcau::start(cfg).await?;
-    let meeting =
-        running.state.store().meeting(running.demo.meeting_id)?.ok_or_else(|| anyhow::anyhow!("no demo meeting"))?;
-    let second = meeting.invited.iter().copied().find(|id| *id != running.demo.first_commune_id).unwrap_or(0);
-    let token = running.state.mint_token(meeting.id, second, Role::Site, 3600);
-    let second_url = format!("{}/site?token={token}", running.base_url);
+    let second_url = second_site_url(&running)?;
 
     let cd = ChromeDriver::start().await?;
     let browser = cd.browser().await?;
@@ -61,8 +56,5 @@ async fn an_unwatched_site_stops_its_camera_until_it_gets_a_tile() -> anyhow::Re
         Ok(())
     }
     .await;
-    let _ = browser.quit().await;
-    drop(cd);
-    running.shutdown().await;
-    result
+    finish(browser, cd, running, result).await
 }

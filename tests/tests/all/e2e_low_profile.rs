@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use diemcau_e2e::browser::{ChromeDriver, eval_async, wait_connected};
+use diemcau_e2e::browser::{ChromeDriver, eval_async, finish, wait_connected};
 use diemcau_proto::{LinkCheckResult, LinkProfile};
 
 /// Audio packets the page sent per second over 3 s.
@@ -68,8 +68,5 @@ async fn a_site_on_a_weak_link_sends_60_ms_opus_and_capped_video() -> anyhow::Re
         Ok(())
     }
     .await;
-    let _ = browser.quit().await;
-    drop(cd);
-    running.shutdown().await;
-    result
+    finish(browser, cd, running, result).await
 }
