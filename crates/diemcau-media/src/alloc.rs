@@ -62,6 +62,11 @@ pub struct Choice {
 pub const HEADROOM: f64 = 1.15;
 /// How long a raise must have been possible before it is made.
 pub const HOLD: Duration = Duration::from_secs(2);
+/// How long the estimate must stay below a video's lowest layer before that video is paused (lowering between layers
+/// is at once). A keyframe burst or a jitter spike reads as overuse, and GoogCC then sets the estimate to 0.85 × the
+/// throughput it measured — below the lowest layer when that is all that flows (3G in the rural-mix drill); pausing on
+/// every such dip left sites audio-only for 5–15 s while padding grew the estimate back.
+pub const PAUSE_HOLD: Duration = Duration::from_millis(1500);
 
 fn cost(w: &Wanted, layer: Option<usize>) -> i64 {
     layer.and_then(|l| w.layers_kbps.get(l)).map_or(0, |k| i64::from(*k))
@@ -137,6 +142,8 @@ pub struct Allocator {
     current: Vec<Choice>,
     /// Since when a raise has been possible without interruption.
     raise_possible_since: Option<Instant>,
+    /// Since when the estimate has been too low for some flowing video's lowest layer.
+    pause_wanted_since: Option<Instant>,
 }
 
 impl Allocator {
@@ -148,6 +155,12 @@ impl Allocator {
     /// The current choice.
     pub fn current(&self) -> &[Choice] {
         &self.current
+    }
+
+    /// Whether a raise is possible and waits out [`HOLD`]: the time to prove, by padding up to the raised
+    /// allocation's rate, that the link carries it before a keyframe of the higher layer is sent.
+    pub fn raise_pending(&self) -> bool {
+        self.raise_possible_since.is_some()
     }
 
     /// The allocation for the estimate `estimate_kbps` at `now`. A track seen for the first time starts at its
@@ -162,9 +175,22 @@ impl Allocator {
             })
             .collect();
         let cur: Vec<Option<usize>> = prev.iter().map(|p| p.flatten()).collect();
-        let keep = allocate(estimate_kbps, wanted);
-        let roomy = allocate((f64::from(estimate_kbps) / HEADROOM) as u32, wanted);
+        let mut keep = allocate(estimate_kbps, wanted);
         let video = |i: usize| !wanted[i].priority.is_audio();
+        // A flowing video the estimate would pause keeps its lowest layer until that has lasted PAUSE_HOLD.
+        let pausing: Vec<usize> =
+            (0..wanted.len()).filter(|&i| video(i) && cur[i].is_some() && keep[i].layer.is_none()).collect();
+        if pausing.is_empty() {
+            self.pause_wanted_since = None;
+        } else {
+            let since = *self.pause_wanted_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < PAUSE_HOLD {
+                for i in pausing {
+                    keep[i].layer = Some(0);
+                }
+            }
+        }
+        let roomy = allocate((f64::from(estimate_kbps) / HEADROOM) as u32, wanted);
         let must_lower = (0..wanted.len()).any(|i| video(i) && below(keep[i].layer, cur[i]));
         let next: Vec<Option<usize>> = if must_lower {
             // Over budget: the sustainable allocation at once.
@@ -308,6 +334,34 @@ mod tests {
         // Recovery: back at 360p within 10 s.
         let back = log.iter().find(|(ms, l)| *ms >= 20_000 && *l == Some(3)).map(|l| l.0);
         assert!(back.is_some_and(|ms| ms <= 30_000), "{log:?}");
+    }
+
+    #[test]
+    fn a_short_dip_below_the_lowest_layer_does_not_pause() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let view = vec![w(1, Priority::ChairAudio, &[32]), w(2, Priority::ChairVideo, &[150, 500])];
+        let mut a = Allocator::new();
+        assert_eq!(a.update(at(0), 300, &view)[1].layer, Some(0));
+        // A 1 s dip to 150 (< 32 + 150): the lowest layer goes on.
+        for ms in (100..1_100).step_by(100) {
+            assert_eq!(a.update(at(ms), 150, &view)[1].layer, Some(0), "at {ms} ms");
+        }
+        assert_eq!(a.update(at(1_200), 300, &view)[1].layer, Some(0));
+        // A lasting one pauses after PAUSE_HOLD, counted from its start.
+        for ms in (2_000..3_500).step_by(100) {
+            assert_eq!(a.update(at(ms), 150, &view)[1].layer, Some(0), "at {ms} ms");
+        }
+        assert_eq!(a.update(at(3_500), 150, &view)[1].layer, None);
+        assert_eq!(a.update(at(3_600), 150, &view)[1].layer, None, "paused stays paused");
+        // A higher layer still steps down at once.
+        let mut a = Allocator::new();
+        a.update(at(0), 300, &view);
+        for ms in (100..3_000).step_by(100) {
+            a.update(at(ms), 800, &view);
+        }
+        assert_eq!(a.current()[1].layer, Some(1));
+        assert_eq!(a.update(at(3_000), 300, &view)[1].layer, Some(0));
     }
 
     #[test]

@@ -89,6 +89,15 @@ impl SlotRewriter {
         }
     }
 
+    /// Stops forwarding but keeps the selected source: its next packet (for video, its next keyframe) starts it
+    /// anew, continuing the outgoing numbers. For a paused video, whose source went on sending while nothing was
+    /// forwarded: mapping its packets straight through would open a sequence gap the subscriber can never repair and
+    /// hand its decoder a delta frame.
+    pub fn restart(&mut self) {
+        self.pending_source = self.selected();
+        self.mapping = None;
+    }
+
     /// The source currently selected (started or waiting for its keyframe).
     pub fn selected(&self) -> Option<u64> {
         self.pending_source.or(self.mapping.map(|m| m.source))
@@ -184,6 +193,23 @@ mod tests {
         assert_eq!(r.map(pkt(2, 9001, 7, true, t1)), Mapped::Write { seq: 3, ts: 53_000 + 9_000 });
         assert_eq!(r.map(pkt(1, 102, 56_000, false, t1)), Mapped::Drop);
         assert_eq!(r.selected(), Some(2));
+    }
+
+    #[test]
+    fn a_restarted_slot_resumes_at_a_keyframe_without_a_sequence_gap() {
+        let t0 = Instant::now();
+        let mut r = SlotRewriter::new(90_000, true);
+        r.select(Some(5));
+        assert_eq!(r.map(pkt(5, 10, 900, true, t0)), Mapped::Write { seq: 1, ts: 900 });
+        assert_eq!(r.map(pkt(5, 11, 900, false, t0)), Mapped::Write { seq: 2, ts: 900 });
+        r.restart();
+        assert_eq!(r.selected(), Some(5), "the source stays selected");
+        assert!(r.waiting_for_keyframe());
+        // Packets 12..=400 went by unforwarded; the next delta frame must not be written as seq 391.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(r.map(pkt(5, 400, 180_900, false, t1)), Mapped::NeedKeyframe);
+        assert_eq!(r.map(pkt(5, 401, 186_900, true, t1)), Mapped::Write { seq: 3, ts: 900 + 180_000 });
+        assert_eq!(r.map(pkt(5, 402, 186_900, false, t1)), Mapped::Write { seq: 4, ts: 900 + 180_000 });
     }
 
     #[test]

@@ -829,7 +829,12 @@ impl Shard {
             videos += 1;
             paused += usize::from(target == Target::Paused);
             if slot.target != target {
-                trace!(peer = pid.0, %mid, ?target, estimate, "layer target");
+                debug!(peer = pid.0, %mid, ?target, estimate, "layer target");
+                if target == Target::Paused {
+                    // Resuming later starts at a keyframe, with the next sequence number.
+                    slot.layer = None;
+                    slot.rewriter.restart();
+                }
                 slot.target = target;
             }
         }
@@ -839,7 +844,11 @@ impl Shard {
         // (Padding while video flows slowed the climb to 720p on fibre from ~8 s to ~13 s in the swarm test.)
         let (used, next) = next_step(&wanted, &choices);
         let top: u32 = wanted.iter().map(|w| w.layers_kbps.last().copied().unwrap_or(0)).sum();
-        let minimum = if paused > 0 { next.unwrap_or(used) } else { 0 };
+        // Before a raise, the same for the hold before it: the estimator sees the raised rate flow (and backs off if
+        // the link cannot carry it) before the higher layer's keyframe is sent. Raising from a low rate straight to
+        // the higher layer, its keyframe burst read as overuse set the estimate to 0.85 × the old, lower throughput,
+        // below even the lowest layer, and 3G sites (780 kbit/s) went 180p → 360p → paused (rural-mix, 17% freeze).
+        let minimum = if paused > 0 || peer.alloc.raise_pending() { next.unwrap_or(used) } else { 0 };
         peer.rtc.bwe().set_bitrate(Bitrate::kbps(u64::from(minimum)), Bitrate::kbps(u64::from(top.max(AUDIO_KBPS))));
         let audio_only = videos > 0 && paused == videos;
         if audio_only != peer.audio_only {
@@ -1082,6 +1091,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
         }
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
             let kbps = (estimate.as_f64() / 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32;
+            trace!(peer = pid.0, kbps, "estimate");
             peer.estimate_kbps = Some(kbps);
             peer.stats.estimate_kbps = Some(f64::from(kbps));
             deferred.push(Deferred::Allocate(pid));
