@@ -6,14 +6,15 @@
 //! slot switching see what a browser sends; frame sizes from the target bitrate and frame rate (a keyframe is
 //! [`KEYFRAME_FACTOR`] times an average frame, delta frames are smaller so the average holds, ±15% spread); packets of
 //! at most [`PublisherConfig::max_payload`] bytes; a 90 kHz video clock and a 48 kHz audio clock; a keyframe at the
-//! start, on request (PLI/FIR) and every [`PublisherConfig::keyframe_interval`]. Audio is one 20 ms packet every 20 ms
-//! with an Opus TOC byte (CELT fullband, 20 ms, mono).
+//! start, on request (PLI/FIR) and every [`PublisherConfig::keyframe_interval`]; a keyframe on request is paid back
+//! by the delta frames after it, so the bitrate holds however often subscribers ask (as a real encoder's rate
+//! control does). Audio is one 20 ms packet every 20 ms with an Opus TOC byte (CELT fullband, 20 ms, mono).
 //!
 //! Sans-IO: [`Publisher::poll_timeout`] says when the next packet is due, [`Publisher::poll_packets`] hands out
 //! everything due by `now`. The site writes them with `StreamTx::write_rtp` (RTP mode), as the bridge forwards.
 //!
-//! Not built yet: three-layer simulcast for the chair (rid `q`/`h`/`f` at 180p/360p/720p). It needs the bridge to
-//! select layers first; then a chair publisher writes three streams here, each with its own sequence space.
+//! Simulcast ([`PublisherConfig::simulcast`]): the site runs one publisher per layer ([`PublisherConfig::layer`]),
+//! each with its own sequence space.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,9 @@ use crate::vp8;
 
 /// A keyframe is this many average frames.
 pub const KEYFRAME_FACTOR: f64 = 4.0;
+/// At most this share of a delta frame goes to paying back an unscheduled keyframe (3 extra average frames are paid
+/// back over the next 10 frames, 0.7 s at 15 fps).
+const MAX_PAYBACK: f64 = 0.3;
 /// If the caller falls this far behind, the sources skip ahead (as a camera would) instead of bursting.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
 
@@ -127,6 +131,9 @@ struct VideoSource {
     picture_id: u16,
     force_key: bool,
     last_key: Option<Instant>,
+    /// Bytes sent over the target by keyframes asked for between the scheduled ones, paid back by the delta frames
+    /// that follow (as a real encoder's rate control does: a PLI costs picture quality, not bitrate).
+    debt: f64,
 }
 
 #[derive(Debug)]
@@ -178,6 +185,7 @@ impl Publisher {
             picture_id: rng.random_range(0..0x8000),
             force_key: true,
             last_key: None,
+            debt: 0.0,
         });
         let audio = cfg.audio.then(|| AudioSource {
             next_at: start,
@@ -259,15 +267,21 @@ impl Publisher {
             v.frame_no = now.saturating_duration_since(v.start).as_nanos() as u64 * fps / 1_000_000_000;
         }
         let capture = at(v.frame_no);
-        let keyframe =
-            v.force_key || v.last_key.is_none_or(|k| capture.saturating_duration_since(k) >= cfg.keyframe_interval);
+        let scheduled = v.last_key.is_none_or(|k| capture.saturating_duration_since(k) >= cfg.keyframe_interval);
+        let keyframe = v.force_key || scheduled;
         let avg = f64::from(cfg.video_kbps) * 1000.0 / 8.0 / fps as f64;
         let per_interval = (cfg.keyframe_interval.as_secs_f64() * fps as f64).max(2.0);
+        let delta = ((avg * per_interval - avg * KEYFRAME_FACTOR) / (per_interval - 1.0)).max(avg * 0.2);
         let size = if keyframe {
-            avg * KEYFRAME_FACTOR * self.rng.random_range(0.95..1.05)
+            let size = avg * KEYFRAME_FACTOR * self.rng.random_range(0.95..1.05);
+            if !scheduled {
+                v.debt += size - delta;
+            }
+            size
         } else {
-            let delta = ((avg * per_interval - avg * KEYFRAME_FACTOR) / (per_interval - 1.0)).max(avg * 0.2);
-            delta * self.rng.random_range(0.85..1.15)
+            let payback = v.debt.min(delta * MAX_PAYBACK);
+            v.debt -= payback;
+            (delta - payback) * self.rng.random_range(0.85..1.15)
         };
         let size = (size as usize).max(16);
         let budget = cfg.max_payload.saturating_sub(vp8::DESCRIPTOR_LEN).max(16);
@@ -378,6 +392,23 @@ mod tests {
         assert!(!out.iter().any(|o| o.keyframe));
         assert_eq!(p.stats().keyframes, 2);
         assert_eq!(p.stats().keyframe_requests, 1);
+    }
+
+    #[test]
+    fn keyframes_on_request_cost_quality_not_bitrate() {
+        let t0 = Instant::now();
+        let mut p = Publisher::new(PublisherConfig { audio: false, ..Default::default() }, t0, 5);
+        let mut out = Vec::new();
+        // A keyframe asked for every second (subscribers switching layers) for 20 s.
+        for ms in (0..20_000).step_by(5) {
+            if ms % 1000 == 500 {
+                p.request_keyframe();
+            }
+            p.poll_packets(t0 + Duration::from_millis(ms), &mut out);
+        }
+        assert_eq!(p.stats().keyframes, 21);
+        let kbps = p.stats().video_bytes as f64 * 8.0 / 20.0 / 1000.0;
+        assert!((470.0..530.0).contains(&kbps), "the target holds: {kbps} kbit/s");
     }
 
     #[test]

@@ -116,9 +116,9 @@ pub fn allocate(budget_kbps: u32, wanted: &[Wanted]) -> Vec<Choice> {
 
 /// What the allocation `choices` of `wanted` costs, kbit/s, and what it would cost after its next raise (the same
 /// order as [`allocate`]: the most important paused video's lowest layer, else the most important video that can
-/// still go up, one layer); `None` when everything is at its top. The bridge keeps its traffic to a subscriber at the
-/// first (with padding, up to the estimate) and asks the estimator to find the second, so the estimate is probed one
-/// layer at a time — a 128 kbit/s link is never asked for the 720p layer's rate.
+/// still go up, one layer); `None` when everything is at its top. The bridge pads its traffic to a subscriber up to
+/// the second (with [`HEADROOM`], never past the estimate), so the estimate is probed one layer at a time — a
+/// 128 kbit/s link is never asked for the 720p layer's rate.
 pub fn next_step(wanted: &[Wanted], choices: &[Choice]) -> (u32, Option<u32>) {
     let layer = |w: &Wanted| choices.iter().find(|c| c.id == w.id).and_then(|c| c.layer);
     let used: i64 = wanted.iter().map(|w| cost(w, layer(w))).sum();
@@ -155,12 +155,6 @@ impl Allocator {
     /// The current choice.
     pub fn current(&self) -> &[Choice] {
         &self.current
-    }
-
-    /// Whether a raise is possible and waits out [`HOLD`]: the time to prove, by padding up to the raised
-    /// allocation's rate, that the link carries it before a keyframe of the higher layer is sent.
-    pub fn raise_pending(&self) -> bool {
-        self.raise_possible_since.is_some()
     }
 
     /// The allocation for the estimate `estimate_kbps` at `now`. A track seen for the first time starts at its

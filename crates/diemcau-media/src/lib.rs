@@ -17,7 +17,7 @@
 //!   now), str0m estimates the
 //!   bandwidth toward every subscriber (TWCC, GoogCC, from 300 kbit/s, probing toward what the subscriber could use)
 //!   and the [`alloc`]ator turns the estimate into a target layer per slot — or none, below the audio budget; a slot
-//!   moves to its target at that layer's keyframe (asked for, at most one per 500 ms per layer) while the old layer
+//!   moves to its target at that layer's keyframe (asked for, at most one per 500 ms per track, whichever layer) while the old layer
 //!   goes on. Without an estimate (or `adaptive` off) a slot gets `h` when sent, else the lowest.
 //! * Every forwarded copy's delay (received → sealed and sent) goes into a per-shard [`histogram`]
 //!   ([`Media::forward_delays`]).
@@ -29,6 +29,7 @@
 
 pub mod alloc;
 pub mod histogram;
+pub mod keyframe;
 pub mod rewrite;
 mod shard;
 pub mod vp8;

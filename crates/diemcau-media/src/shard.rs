@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
 use crate::alloc::{Allocator, Priority, Wanted, next_step};
+use crate::keyframe::KeyframeGate;
 use crate::rewrite::{InPacket, Mapped, SlotRewriter};
 use crate::{
     Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
@@ -181,7 +182,8 @@ pub(crate) struct Shard {
     by_addr: HashMap<SocketAddr, PeerId>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     subs: HashMap<TrackId, Vec<(PeerId, Mid)>>,
-    keyframe_last: HashMap<(TrackId, Option<Rid>), Instant>,
+    /// Keyframe requests toward each publishing track (all its layers together).
+    keyframe_gates: HashMap<TrackId, KeyframeGate<Option<Rid>>>,
     deferred: Vec<Deferred>,
     garbage: u64,
     /// One DTLS certificate for every peer of the shard: generating one per join costs ~1.5 ms of shard CPU, which a
@@ -251,7 +253,7 @@ impl Shard {
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             subs: HashMap::new(),
-            keyframe_last: HashMap::new(),
+            keyframe_gates: HashMap::new(),
             deferred: Vec::new(),
             garbage: 0,
             dtls_cert: str0m::crypto::from_feature_flags().dtls_provider.generate_certificate(),
@@ -580,7 +582,7 @@ impl Shard {
             self.subs.remove(&TrackId { peer: pid, kind });
             self.layers.remove(&TrackId { peer: pid, kind });
         }
-        self.keyframe_last.retain(|(t, _), _| t.peer != pid);
+        self.keyframe_gates.retain(|t, _| t.peer != pid);
         if let Ok(mut s) = self.stats.lock() {
             s.remove(&pid);
         }
@@ -838,17 +840,18 @@ impl Shard {
                 slot.target = target;
             }
         }
-        // The estimator probes toward everything at its top layer (str0m's probes stay within twice the estimate).
-        // While a video is paused, audio alone is too little traffic for the estimate to grow (it stays where the
-        // drop left it): padding keeps the link busy up to the paused video's lowest layer, never past the estimate.
-        // (Padding while video flows slowed the climb to 720p on fibre from ~8 s to ~13 s in the swarm test.)
+        // The estimator probes toward everything at its top layer (str0m's probes stay within twice the estimate),
+        // and padding keeps the traffic toward this subscriber at what the next raise needs (its cost with
+        // HEADROOM; str0m never pads past the estimate, nor while it sees overuse). Without it, an estimate stuck
+        // below the next layer never moved: GoogCC grows it to at most 1.5 × the measured throughput, and on a lossy
+        // 3G link str0m's own probes are gated off (loss-limited), so half the 3G sites of the rural-mix drill sat
+        // at 180p with 780 kbit/s; and a paused video, with audio alone flowing, stayed paused. Padding also means
+        // that an overuse (GoogCC: estimate = 0.85 × throughput) lands near the padded rate instead of below the
+        // lowest layer, and that a raise is made after the higher rate has flowed for HOLD without overuse.
+        // The cost: on fibre the climb to 720p takes ~10 s instead of ~8 s (padding ends str0m's ALR probes).
         let (used, next) = next_step(&wanted, &choices);
         let top: u32 = wanted.iter().map(|w| w.layers_kbps.last().copied().unwrap_or(0)).sum();
-        // Before a raise, the same for the hold before it: the estimator sees the raised rate flow (and backs off if
-        // the link cannot carry it) before the higher layer's keyframe is sent. Raising from a low rate straight to
-        // the higher layer, its keyframe burst read as overuse set the estimate to 0.85 × the old, lower throughput,
-        // below even the lowest layer, and 3G sites (780 kbit/s) went 180p → 360p → paused (rural-mix, 17% freeze).
-        let minimum = if paused > 0 || peer.alloc.raise_pending() { next.unwrap_or(used) } else { 0 };
+        let minimum = next.map_or(used, |n| (f64::from(n) * crate::alloc::HEADROOM) as u32);
         peer.rtc.bwe().set_bitrate(Bitrate::kbps(u64::from(minimum)), Bitrate::kbps(u64::from(top.max(AUDIO_KBPS))));
         let audio_only = videos > 0 && paused == videos;
         if audio_only != peer.audio_only {
@@ -858,7 +861,9 @@ impl Shard {
     }
 
     /// Asks the publisher of `track` for a keyframe of `layer` (`None`: the default layer), at most once per
-    /// [`KEYFRAME_REQUEST_INTERVAL`] per layer whatever the number of subscribers asking.
+    /// [`KEYFRAME_REQUEST_INTERVAL`] per track, the layer waiting longest first, whatever the number of subscribers
+    /// asking ([`KeyframeGate`]). (Per layer, 200 subscribers switching layers had each of three layers send two
+    /// keyframes a second.)
     fn request_keyframe(&mut self, track: TrackId, layer: Option<Rid>, socket: &UdpSocket) {
         if track.kind != Kind::Video {
             return;
@@ -867,17 +872,13 @@ impl Shard {
         let now = crate::now();
         // Under simulcast, the layer asked for, else the one subscribers receive by default.
         let layer = layer.or_else(|| self.layers.get(&track).and_then(|seen| chosen_layer(seen)));
-        if let Some(last) = self.keyframe_last.get(&(track, layer))
-            && now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
-        {
-            return;
-        }
+        let gate = self.keyframe_gates.entry(track).or_insert_with(|| KeyframeGate::new(KEYFRAME_REQUEST_INTERVAL));
+        let Some(layer) = gate.ask(now, layer) else { return };
         let Some(mid) = peer.publishes.iter().find(|(_, k)| **k == Kind::Video).map(|(m, _)| *m) else { return };
         let mut api = peer.rtc.direct_api();
         let layer = if api.stream_rx_by_mid(mid, layer).is_some() { layer } else { None };
         let Some(rx) = api.stream_rx_by_mid(mid, layer) else { return };
         rx.request_keyframe(KeyframeRequestKind::Pli);
-        self.keyframe_last.insert((track, layer), now);
         trace!(peer = track.peer.0, "keyframe requested");
         drain(track.peer, peer, socket, &mut self.deferred, &self.stats, self.idx);
         schedule(&mut self.timers, peer, track.peer);
