@@ -13,9 +13,8 @@
 //!   writes it into its subscribers' `Rtc`s, which encrypt per subscriber.
 //! * What a subscriber receives is decided outside, by the signalling layer: it assigns each *slot* (an outgoing `mid`
 //!   of a peer) a source track with [`Media::set_slot`]. A slot switch is seamless (see [`rewrite`]).
-//! * Simulcast: each layer (rid) of a publisher is its own rewriter source. With `adaptive` on (off by default for
-//!   now), str0m estimates the
-//!   bandwidth toward every subscriber (TWCC, GoogCC, from 300 kbit/s, probing toward what the subscriber could use)
+//! * Simulcast: each layer (rid) of a publisher is its own rewriter source. With `adaptive` on (the default), str0m
+//!   estimates the bandwidth toward every subscriber (TWCC, GoogCC, from 300 kbit/s, probing toward what the subscriber could use)
 //!   and the [`alloc`]ator turns the estimate into a target layer per slot — or none, below the audio budget; a slot
 //!   moves to its target at that layer's keyframe (asked for, at most one per 500 ms per track, whichever layer) while the old layer
 //!   goes on. Without an estimate (or `adaptive` off) a slot gets `h` when sent, else the lowest.
@@ -89,20 +88,14 @@ pub struct MediaConfig {
     /// Number of shard threads; `0` means one per core.
     pub shards: usize,
     /// Per-subscriber adaptation: estimate each subscriber's downlink (TWCC, str0m's GoogCC) and choose each of its
-    /// simulcast slots' layers with the [`alloc`]ator. Off (the default, see config/default.toml): every subscriber
+    /// simulcast slots' layers with the [`alloc`]ator (on by default, see config/default.toml). Off: every subscriber
     /// gets the 360p layer (`h`), else the lowest.
     pub adaptive: bool,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig {
-            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            advertise_ip: None,
-            shards: 0,
-            adaptive: false,
-        }
+        MediaConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 0, advertise_ip: None, shards: 0, adaptive: true }
     }
 }
 
