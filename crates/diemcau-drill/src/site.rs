@@ -24,7 +24,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{RedDecoder, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, trace};
 
@@ -95,6 +95,8 @@ pub struct SyntheticSite {
     video_mid: Mid,
     pt_vp8: Option<Pt>,
     pt_opus: Option<Pt>,
+    /// The RED payload type wrapping Opus (RFC 2198), when the bridge sends redundant audio.
+    pt_red: Option<Pt>,
     ssrc_mid: HashMap<Ssrc, (Mid, MediaKind)>,
     connected: bool,
     alive: bool,
@@ -121,7 +123,7 @@ impl SyntheticSite {
     pub fn new(now: Instant, join_start: Instant, cfg: SiteConfig) -> Result<(Self, String), DrillError> {
         let link = LinkPair::new(join_start, cfg.profile.clone(), cfg.timeline.clone(), cfg.seed)?;
         let mut rtc =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
+            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, true).enable_vp8(true).build(now);
         let cand =
             Candidate::host(cfg.local_addr, "udp").map_err(|e| DrillError::Sdp(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(cand);
@@ -167,7 +169,7 @@ impl SyntheticSite {
         let link = LinkPair::new(join_start, cfg.profile.clone(), cfg.timeline.clone(), cfg.seed)?;
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| DrillError::Sdp(format!("bad offer: {e}")))?;
         let mut rtc =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
+            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, true).enable_vp8(true).build(now);
         let cand =
             Candidate::host(cfg.local_addr, "udp").map_err(|e| DrillError::Sdp(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(cand);
@@ -229,6 +231,7 @@ impl SyntheticSite {
             video_mid,
             pt_vp8: None,
             pt_opus: None,
+            pt_red: None,
             ssrc_mid: HashMap::new(),
             connected: false,
             alive: true,
@@ -245,7 +248,10 @@ impl SyntheticSite {
         for p in self.rtc.codec_config().params() {
             match p.spec().codec {
                 Codec::Vp8 if self.pt_vp8.is_none() => self.pt_vp8 = Some(p.pt()),
-                Codec::Opus if self.pt_opus.is_none() => self.pt_opus = Some(p.pt()),
+                Codec::Opus if self.pt_opus.is_none() => {
+                    self.pt_opus = Some(p.pt());
+                    self.pt_red = p.red();
+                }
                 _ => {}
             }
         }
@@ -564,17 +570,25 @@ impl SyntheticSite {
                     }
                 };
                 let Some((mid, kind)) = found else { return };
-                self.metrics.on_packet(
-                    now,
-                    PacketInfo {
-                        mid,
-                        kind,
-                        seq: *p.seq_no,
-                        ts: p.header.timestamp,
-                        marker: p.header.marker,
-                        payload: &p.payload,
-                    },
-                );
+                let seq = *p.seq_no;
+                let (ts, marker) = (p.header.timestamp, p.header.marker);
+                if kind == MediaKind::Audio && self.pt_red.is_some_and(|red| red == p.header.payload_type) {
+                    // RED (RFC 2198): the primary block is this packet; a redundant block `n` places before the
+                    // primary (one level here: the packet before) is seq − n, and counts as a repair if that
+                    // one was lost. A malformed payload counts as nothing received.
+                    let Ok(blocks) = RedDecoder::decode(&p.payload) else { return };
+                    let Some(primary) = blocks.iter().find(|b| b.is_primary) else { return };
+                    self.metrics.on_packet(now, PacketInfo { mid, kind, seq, ts, marker, payload: primary.payload });
+                    let redundant = blocks.iter().filter(|b| !b.is_primary).rev();
+                    for (back, b) in (1u64..).zip(redundant) {
+                        let Some(seq) = seq.checked_sub(back) else { break };
+                        let ts = ts.wrapping_sub(b.timestamp_offset);
+                        self.metrics
+                            .on_packet(now, PacketInfo { mid, kind, seq, ts, marker: false, payload: b.payload });
+                    }
+                    return;
+                }
+                self.metrics.on_packet(now, PacketInfo { mid, kind, seq, ts, marker, payload: &p.payload });
             }
             Event::KeyframeRequest(r) => {
                 if r.mid != self.video_mid {

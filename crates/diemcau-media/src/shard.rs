@@ -26,6 +26,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::alloc::{Allocator, Priority, Wanted, next_step};
 use crate::keyframe::KeyframeGate;
+use crate::red::{LossyLink, RedHistory};
 use crate::rewrite::{InPacket, Mapped, SlotRewriter};
 use crate::{
     Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
@@ -88,6 +89,8 @@ struct Slot {
     layer: Option<Rid>,
     /// The layer it should forward (reached at that layer's next keyframe).
     target: Target,
+    /// The audio packet written before, for RED's redundant copy.
+    red: RedHistory,
 }
 
 /// Which simulcast layer a slot should forward.
@@ -115,6 +118,10 @@ struct Peer {
     slots: HashMap<Mid, Slot>,
     ssrc_mid: HashMap<Ssrc, (Mid, Option<Rid>)>,
     send_pt: Vec<(Codec, Pt)>,
+    /// The RED payload type it negotiated for Opus, if any.
+    red_pt: Option<Pt>,
+    /// Its receiver reports show loss: audio goes to it with RED (when negotiated).
+    lossy: LossyLink,
     connected: bool,
     dead: bool,
     last_bytes: Option<(Instant, u64, u64)>,
@@ -481,7 +488,7 @@ impl Shard {
                 .set_ice_lite(true)
                 .set_rtp_mode(true)
                 .clear_codecs()
-                .enable_opus(true, false)
+                .enable_opus(true, true)
                 .enable_vp8(true)
                 .set_stats_interval(Some(Duration::from_secs(1)));
             // Adaptive: estimate the bandwidth toward every peer (TWCC + GoogCC), starting low for weak links.
@@ -509,6 +516,8 @@ impl Shard {
                 slots: HashMap::new(),
                 ssrc_mid: HashMap::new(),
                 send_pt: Vec::new(),
+                red_pt: None,
+                lossy: LossyLink::starting(now),
                 connected: false,
                 dead: false,
                 last_bytes: None,
@@ -545,8 +554,12 @@ impl Shard {
         drain(pid, peer, socket, &mut self.deferred, &self.stats, self.idx);
         schedule(&mut self.timers, peer, pid);
         peer.send_pt.clear();
+        peer.red_pt = None;
         for p in peer.rtc.codec_config().params() {
             let codec = p.spec().codec;
+            if codec == Codec::Opus && peer.red_pt.is_none() {
+                peer.red_pt = p.red();
+            }
             if !peer.send_pt.iter().any(|(c, _)| *c == codec) {
                 peer.send_pt.push((codec, p.pt()));
             }
@@ -714,6 +727,15 @@ impl Shard {
                     }
                     Mapped::Drop => continue,
                 };
+                // Audio toward a lossy subscriber: RED, the packet before riding along (never retransmitted).
+                let red = peer.red_pt.filter(|_| slot.kind == Kind::Audio && peer.lossy.active(f.received));
+                let (pt, payload) = match slot.kind {
+                    Kind::Audio => match slot.red.wrap(*pt, seq, ts, &f.payload, red.is_some()) {
+                        Some(wrapped) => (red.unwrap_or(pt), Arc::from(wrapped)),
+                        None => (pt, f.payload.clone()),
+                    },
+                    Kind::Video => (pt, f.payload.clone()),
+                };
                 let mut api = peer.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(*mid, None) else { continue };
                 let ext = ExtensionValues {
@@ -722,7 +744,7 @@ impl Shard {
                     ..Default::default()
                 };
                 tx.write_rtp(
-                    RtpWrite::new(pt, seq.into(), ts, f.received, f.payload.clone())
+                    RtpWrite::new(pt, seq.into(), ts, f.received, payload)
                         .marker(f.marker)
                         .ext_vals(ext)
                         .nackable(f.track.kind == Kind::Video),
@@ -800,7 +822,11 @@ impl Shard {
             let Some(slot) = peer.slots.get(&mid) else { continue };
             let Some(src) = slot.source else { continue };
             let (priority, rids, kbps) = match slot.kind {
-                Kind::Audio => (Priority::ChairAudio, Vec::new(), vec![AUDIO_KBPS]),
+                // With RED, audio costs twice.
+                Kind::Audio => {
+                    let red = peer.red_pt.is_some() && peer.lossy.active(crate::now());
+                    (Priority::ChairAudio, Vec::new(), vec![AUDIO_KBPS * if red { 2 } else { 1 }])
+                }
                 Kind::Video => {
                     // Without simulcast there is nothing to choose: the track is forwarded as it comes.
                     let Some(seen) = self.layers.get(&src).filter(|s| !s.is_empty()) else { continue };
@@ -930,6 +956,7 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
             rewriter: SlotRewriter::new(clock, kind == Kind::Video),
             layer: None,
             target: Target::Auto,
+            red: RedHistory::default(),
         });
     } else {
         peer.slots.remove(&mid);
@@ -1124,6 +1151,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             }
             if let Some(loss) = s.loss {
                 peer.stats.loss_pct = Some(f64::from(loss) * 100.0);
+                peer.lossy.on_report(crate::now(), loss);
             }
         }
         _ => {}
