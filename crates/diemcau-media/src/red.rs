@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::rtp::{RedEncoder, RedundantBlock};
+use str0m::rtp::{RedDecoder, RedEncoder, RedundantBlock};
 
 /// A receiver report with at least this fraction lost turns RED on.
 pub const RED_LOSS: f32 = 0.005;
@@ -71,10 +71,58 @@ impl RedHistory {
     }
 }
 
+/// The receiving side, for a publisher that sends RED (Chromium does once RED is negotiated: str0m's answer lists
+/// it first): the primary block is forwarded as plain Opus, and a packet lost on the way in is recovered from the
+/// redundant copy in the next — an uplink repair before any subscriber sees the hole.
+#[derive(Debug, Default, Clone)]
+pub struct RedReceiver {
+    highest: Option<u64>,
+}
+
+impl RedReceiver {
+    /// The Opus packets in the RED payload `payload` received as `seq`/`ts`, oldest first: the redundant blocks that
+    /// fill a gap just before `seq` (block `k` places from the end is `seq - k`), then the primary. A malformed
+    /// payload gives nothing; a late packet gives its primary only.
+    pub fn unwrap(&mut self, seq: u64, ts: u32, payload: &[u8]) -> Vec<(u64, u32, Arc<[u8]>)> {
+        let Ok(blocks) = RedDecoder::decode(payload) else { return Vec::new() };
+        let Some(primary) = blocks.iter().find(|b| b.is_primary) else { return Vec::new() };
+        let mut out = Vec::new();
+        let missing_from = self.highest.map_or(seq, |h| h + 1);
+        if seq > missing_from {
+            let redundant: Vec<_> = blocks.iter().filter(|b| !b.is_primary).collect();
+            for (back, b) in (1u64..).zip(redundant.iter().rev()).collect::<Vec<_>>().into_iter().rev() {
+                let Some(s) = seq.checked_sub(back) else { continue };
+                if s >= missing_from {
+                    out.push((s, ts.wrapping_sub(b.timestamp_offset), Arc::from(b.payload)));
+                }
+            }
+        }
+        out.push((seq, ts, Arc::from(primary.payload)));
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use str0m::rtp::RedDecoder;
+
+    #[test]
+    fn a_packet_lost_on_the_way_in_is_recovered_from_the_next() {
+        let mut h = RedHistory::default();
+        let p = |b: u8| -> Arc<[u8]> { vec![b; 60].into() };
+        let wrapped: Vec<Vec<u8>> =
+            (0..4u8).map(|i| h.wrap(111, 100 + u64::from(i), 960 * u32::from(i), &p(i), true).unwrap()).collect();
+        let mut r = RedReceiver::default();
+        let seqs = |v: Vec<(u64, u32, Arc<[u8]>)>| v.into_iter().map(|(s, t, x)| (s, t, x[0])).collect::<Vec<_>>();
+        assert_eq!(seqs(r.unwrap(100, 0, &wrapped[0])), vec![(100, 0, 0)]);
+        // 101 is lost: 102 brings it back, with its own timestamp, before itself.
+        assert_eq!(seqs(r.unwrap(102, 1920, &wrapped[2])), vec![(101, 960, 1), (102, 1920, 2)]);
+        // 101 arriving late after all: its primary only (a duplicate downstream, which receivers drop).
+        assert_eq!(seqs(r.unwrap(101, 960, &wrapped[1])), vec![(101, 960, 1)]);
+        assert_eq!(seqs(r.unwrap(103, 2880, &wrapped[3])), vec![(103, 2880, 3)]);
+        assert!(r.unwrap(104, 3840, &[0xff, 0x01]).is_empty(), "malformed: nothing");
+    }
 
     #[test]
     fn each_packet_carries_the_one_before() {

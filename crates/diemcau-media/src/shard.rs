@@ -26,7 +26,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::alloc::{Allocator, Priority, Wanted, next_step};
 use crate::keyframe::KeyframeGate;
-use crate::red::{LossyLink, RedHistory};
+use crate::red::{LossyLink, RedHistory, RedReceiver};
 use crate::rewrite::{InPacket, Mapped, SlotRewriter};
 use crate::{
     Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
@@ -122,6 +122,8 @@ struct Peer {
     red_pt: Option<Pt>,
     /// Its receiver reports show loss: audio goes to it with RED (when negotiated).
     lossy: LossyLink,
+    /// Unwraps the RED audio it publishes.
+    red_rx: RedReceiver,
     connected: bool,
     dead: bool,
     last_bytes: Option<(Instant, u64, u64)>,
@@ -518,6 +520,7 @@ impl Shard {
                 send_pt: Vec::new(),
                 red_pt: None,
                 lossy: LossyLink::starting(now),
+                red_rx: RedReceiver::default(),
                 connected: false,
                 dead: false,
                 last_bytes: None,
@@ -557,13 +560,16 @@ impl Shard {
         peer.red_pt = None;
         for p in peer.rtc.codec_config().params() {
             let codec = p.spec().codec;
+            // str0m keeps its own RED payload type on the codec when the offer had none: RED counts as negotiated
+            // only when the offer maps that payload type to red.
             if codec == Codec::Opus && peer.red_pt.is_none() {
-                peer.red_pt = p.red();
+                peer.red_pt = p.red().filter(|pt| offers_red(sdp, **pt));
             }
             if !peer.send_pt.iter().any(|(c, _)| *c == codec) {
                 peer.send_pt.push((codec, p.pt()));
             }
         }
+        debug!(peer = pid.0, red = ?peer.red_pt, "negotiated");
         if let Ok(mut s) = self.stats.lock() {
             s.entry(pid).or_insert_with(|| peer.stats.clone());
         }
@@ -963,6 +969,20 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
     }
 }
 
+/// Adds one audio packet's loudness (127 − |RFC 6464 level|) to a publisher's running sum and count.
+fn note_loudness(speech: &mut (u32, u32), level: Option<i8>) {
+    if let Some(level) = level {
+        let loud = 127 - u32::from(level.unsigned_abs()).min(127);
+        *speech = (speech.0.saturating_add(loud), speech.1.saturating_add(1));
+    }
+}
+
+/// Whether `sdp` maps payload type `pt` to RED (`a=rtpmap:PT red/48000/2`).
+fn offers_red(sdp: &str, pt: u8) -> bool {
+    let prefix = format!("a=rtpmap:{pt} ");
+    sdp.lines().any(|l| l.trim().strip_prefix(&prefix).is_some_and(|c| c.to_ascii_lowercase().starts_with("red/")))
+}
+
 /// A VP8 payload of `size` bytes: descriptor (start of partition 0) and a frame header marking an inter frame.
 fn probe_payload(size: usize) -> Arc<[u8]> {
     let mut p = vec![0u8; size];
@@ -1085,16 +1105,35 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                 }
             };
             let Some(kind) = peer.publishes.get(&mid).copied() else { return };
+            if kind == Kind::Audio && peer.red_pt == Some(p.header.payload_type) {
+                // RED from the publisher: forwarded as the Opus inside, a packet lost on the way in restored.
+                let track = TrackId { peer: pid, kind };
+                for (seq, ts, payload) in peer.red_rx.unwrap(*p.seq_no, p.header.timestamp, &p.payload) {
+                    let primary = seq == *p.seq_no;
+                    deferred.push(Deferred::Forward(Forwarded {
+                        track,
+                        codec: Codec::Opus,
+                        seq,
+                        ts,
+                        marker: p.header.marker && primary,
+                        keyframe: false,
+                        audio_level: p.header.ext_vals.audio_level.filter(|_| primary),
+                        voice_activity: p.header.ext_vals.voice_activity.filter(|_| primary),
+                        payload,
+                        received: p.timestamp,
+                        layer: None,
+                    }));
+                }
+                note_loudness(&mut peer.speech, p.header.ext_vals.audio_level);
+                return;
+            }
             let Some(codec) = peer.rtc.codec_config().find(|c| c.pt() == p.header.payload_type).map(|c| c.spec().codec)
             else {
                 return;
             };
             let keyframe = kind == Kind::Video && crate::vp8::parse(&p.payload).is_some_and(|i| i.keyframe);
-            if kind == Kind::Audio
-                && let Some(level) = p.header.ext_vals.audio_level
-            {
-                let loud = 127 - u32::from(level.unsigned_abs()).min(127);
-                peer.speech = (peer.speech.0.saturating_add(loud), peer.speech.1.saturating_add(1));
+            if kind == Kind::Audio {
+                note_loudness(&mut peer.speech, p.header.ext_vals.audio_level);
             }
             deferred.push(Deferred::Forward(Forwarded {
                 track: TrackId { peer: pid, kind },
@@ -1161,6 +1200,15 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn red_is_negotiated_only_when_the_offer_maps_its_payload_type() {
+        let offer = "m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:63 red/48000/2\r\n";
+        assert!(offers_red(offer, 63));
+        assert!(!offers_red(offer, 111));
+        assert!(!offers_red("a=rtpmap:111 opus/48000/2\r\n", 63));
+        assert!(offers_red("a=rtpmap:100 RED/48000/2", 100));
+    }
 
     #[test]
     fn subscribers_get_the_360p_layer_when_it_is_sent_else_the_lowest() {
