@@ -71,6 +71,9 @@ impl RedHistory {
     }
 }
 
+/// Redundant blocks further back than this are not used (as str0m's own receiver): bounded work per packet.
+pub const MAX_RECOVERY_DEPTH: u64 = 8;
+
 /// The receiving side, for a publisher that sends RED (Chromium does once RED is negotiated: str0m's answer lists
 /// it first): the primary block is forwarded as plain Opus, and a packet lost on the way in is recovered from the
 /// redundant copy in the next — an uplink repair before any subscriber sees the hole.
@@ -91,6 +94,9 @@ impl RedReceiver {
         if seq > missing_from {
             let redundant: Vec<_> = blocks.iter().filter(|b| !b.is_primary).collect();
             for (back, b) in (1u64..).zip(redundant.iter().rev()).collect::<Vec<_>>().into_iter().rev() {
+                if back > MAX_RECOVERY_DEPTH {
+                    continue;
+                }
                 let Some(s) = seq.checked_sub(back) else { continue };
                 if s >= missing_from {
                     out.push((s, ts.wrapping_sub(b.timestamp_offset), Arc::from(b.payload)));
