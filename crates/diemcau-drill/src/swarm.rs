@@ -265,6 +265,33 @@ fn describe(change: &Change) -> String {
     }
 }
 
+/// Which preset of `mix` (an index into it) each of `n` sites gets: by largest remainder, so the counts add up to
+/// `n`, then shuffled with `seed` so that join order interleaves the presets. A drill gives the sites its directory
+/// link hints from the same assignment.
+pub fn assign_presets(mix: &[(String, u32)], n: usize, seed: u64) -> Vec<usize> {
+    let mut counts: Vec<(usize, usize, u64)> = mix
+        .iter()
+        .enumerate()
+        .map(|(i, (_, pct))| {
+            let exact = n as u64 * u64::from(*pct);
+            (i, (exact / 100) as usize, exact % 100)
+        })
+        .collect();
+    let mut left = n.saturating_sub(counts.iter().map(|c| c.1).sum::<usize>());
+    let mut by_rest: Vec<usize> = (0..counts.len()).collect();
+    by_rest.sort_by_key(|&i| (Reverse(counts[i].2), i));
+    for i in by_rest {
+        if left == 0 {
+            break;
+        }
+        counts[i].1 += 1;
+        left -= 1;
+    }
+    let mut which: Vec<usize> = counts.iter().flat_map(|&(i, c, _)| std::iter::repeat_n(i, c)).collect();
+    which.shuffle(&mut StdRng::seed_from_u64(seed));
+    which
+}
+
 /// Parses a mix such as `fibre:50,3g:50`.
 pub fn parse_mix(text: &str) -> Result<Vec<(String, u32)>, DrillError> {
     text.split(',')
@@ -516,30 +543,8 @@ impl Swarm {
         for (name, _) in &cfg.mix {
             profiles.push(Profile::preset(name)?);
         }
-        // Largest remainder: the counts add up to the number of sites; then shuffled so that join order interleaves
-        // the presets.
+        let which = assign_presets(&cfg.mix, cfg.tokens.len(), cfg.seed);
         let n = cfg.tokens.len();
-        let mut counts: Vec<(usize, usize, u64)> = cfg
-            .mix
-            .iter()
-            .enumerate()
-            .map(|(i, (_, pct))| {
-                let exact = n as u64 * u64::from(*pct);
-                (i, (exact / 100) as usize, exact % 100)
-            })
-            .collect();
-        let mut left = n - counts.iter().map(|c| c.1).sum::<usize>();
-        let mut by_rest: Vec<usize> = (0..counts.len()).collect();
-        by_rest.sort_by_key(|&i| (Reverse(counts[i].2), i));
-        for i in by_rest {
-            if left == 0 {
-                break;
-            }
-            counts[i].1 += 1;
-            left -= 1;
-        }
-        let mut which: Vec<usize> = counts.iter().flat_map(|&(i, c, _)| std::iter::repeat_n(i, c)).collect();
-        which.shuffle(&mut StdRng::seed_from_u64(cfg.seed));
         let assignment: Vec<(String, Profile)> =
             which.into_iter().map(|i| (cfg.mix[i].0.clone(), profiles[i].clone())).collect();
 

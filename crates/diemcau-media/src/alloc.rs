@@ -67,6 +67,12 @@ pub const HOLD: Duration = Duration::from_secs(2);
 /// throughput it measured — below the lowest layer when that is all that flows (3G in the rural-mix drill); pausing on
 /// every such dip left sites audio-only for 5–15 s while padding grew the estimate back.
 pub const PAUSE_HOLD: Duration = Duration::from_millis(1500);
+/// A video paused again within this time of being resumed was a failed attempt: the next resume waits twice as long
+/// as the last (from [`HOLD`] up to [`MAX_RESUME_HOLD`]). Each attempt on a link that cannot carry the lowest layer
+/// (VSAT: 128 kbit/s for 180p + audio) overflows its queue and costs audio.
+pub const FAILED_RESUME: Duration = Duration::from_secs(10);
+/// The longest wait before trying a paused video again.
+pub const MAX_RESUME_HOLD: Duration = Duration::from_secs(64);
 
 fn cost(w: &Wanted, layer: Option<usize>) -> i64 {
     layer.and_then(|l| w.layers_kbps.get(l)).map_or(0, |k| i64::from(*k))
@@ -144,6 +150,10 @@ pub struct Allocator {
     raise_possible_since: Option<Instant>,
     /// Since when the estimate has been too low for some flowing video's lowest layer.
     pause_wanted_since: Option<Instant>,
+    /// When a paused video was last resumed.
+    resumed_at: Option<Instant>,
+    /// How long a resume must have been possible before it is made (`None`: [`HOLD`]).
+    resume_hold: Option<Duration>,
 }
 
 impl Allocator {
@@ -192,9 +202,13 @@ impl Allocator {
             keep.iter().map(|k| k.layer).collect()
         } else {
             let can_raise = (0..wanted.len()).any(|i| video(i) && prev[i].is_some() && below(cur[i], roomy[i].layer));
+            // Resuming a paused video waits the back-off after failed attempts; other raises wait HOLD.
+            let resuming = (0..wanted.len())
+                .any(|i| video(i) && prev[i].is_some() && cur[i].is_none() && roomy[i].layer.is_some());
+            let hold = if resuming { self.resume_hold.unwrap_or(HOLD) } else { HOLD };
             let raise_now = if can_raise {
                 let since = *self.raise_possible_since.get_or_insert(now);
-                let due = now.saturating_duration_since(since) >= HOLD;
+                let due = now.saturating_duration_since(since) >= hold;
                 if due {
                     self.raise_possible_since = Some(now);
                 }
@@ -211,6 +225,17 @@ impl Allocator {
                 })
                 .collect()
         };
+        // Back-off bookkeeping: a pause soon after a resume doubles the next wait; a lasting one resets it.
+        let paused_now = (0..wanted.len()).any(|i| video(i) && cur[i].is_some() && next[i].is_none());
+        let resumed_now =
+            (0..wanted.len()).any(|i| video(i) && prev[i].is_some() && cur[i].is_none() && next[i].is_some());
+        if paused_now {
+            let failed = self.resumed_at.is_some_and(|r| now.saturating_duration_since(r) < FAILED_RESUME);
+            self.resume_hold = failed.then(|| (self.resume_hold.unwrap_or(HOLD) * 2).min(MAX_RESUME_HOLD));
+        }
+        if resumed_now {
+            self.resumed_at = Some(now);
+        }
         self.current = (0..wanted.len())
             .map(|i| Choice { id: wanted[i].id, layer: if video(i) { next[i] } else { keep[i].layer } })
             .collect();
@@ -356,6 +381,43 @@ mod tests {
         }
         assert_eq!(a.current()[1].layer, Some(1));
         assert_eq!(a.update(at(3_000), 300, &view)[1].layer, Some(0));
+    }
+
+    /// VSAT: the estimate climbs past what 180p + audio needs (padding), the video resumes, the link cannot carry
+    /// it, the estimate falls and it pauses again — each new attempt waits twice as long.
+    #[test]
+    fn failed_resumes_back_off() {
+        let t0 = Instant::now();
+        let view = vec![w(1, Priority::ChairAudio, &[32]), w(2, Priority::ChairVideo, &[150, 500])];
+        let mut a = Allocator::new();
+        a.update(t0, 100, &view);
+        assert_eq!(a.current()[1].layer, None, "starts paused");
+        // Every second the estimate is 250 (a resume fits) for 4 s of a 6 s cycle... but each time the video flows
+        // the estimate falls to 100 three seconds after the resume.
+        let mut resumes = Vec::new();
+        let mut resumed: Option<u64> = None;
+        for ms in (0..120_000u64).step_by(100) {
+            let est = match resumed {
+                Some(r) if ms >= r + 3_000 => 100,
+                Some(_) => 250,
+                None => 250,
+            };
+            let before = a.current()[1].layer;
+            let after = a.update(t0 + Duration::from_millis(ms), est, &view)[1].layer;
+            if before.is_none() && after.is_some() {
+                resumes.push(ms);
+                resumed = Some(ms);
+            }
+            if before.is_some() && after.is_none() {
+                resumed = None;
+            }
+        }
+        let waits: Vec<u64> = resumes.windows(2).map(|w| w[1] - w[0]).collect();
+        // Resume, 3 s + 1.5 s to pause again, then 2, 4, 8, 16… s of hold before the next try.
+        assert!(resumes.len() >= 4 && resumes.len() <= 7, "{resumes:?}");
+        for w in waits.windows(2) {
+            assert!(w[1] > w[0] + 1_000, "each wait longer than the last: {waits:?}");
+        }
     }
 
     #[test]

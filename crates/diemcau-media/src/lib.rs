@@ -47,6 +47,11 @@ pub use shard::Forwarded;
 
 /// At most one keyframe request per this interval reaches a publisher's track, however many subscribers ask.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Where the bandwidth estimate toward a new peer starts, kbit/s, unless told otherwise ([`Media::offer_starting_at`]):
+/// low, as a weak link must not be flooded before the first feedback.
+pub const INITIAL_ESTIMATE_KBPS: u32 = 300;
+/// The lowest start [`Media::offer_starting_at`] takes.
+pub const MIN_INITIAL_ESTIMATE_KBPS: u32 = 64;
 
 /// Identifies one peer (one WebSocket session with media) for the lifetime of the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -189,12 +194,12 @@ pub struct PeerStats {
 pub(crate) type StatsMap = Arc<Mutex<HashMap<PeerId, PeerStats>>>;
 
 pub(crate) enum Command {
-    /// `estimate`: run the bandwidth estimator for this peer (adaptive mode; never for a link check, whose probe must
-    /// not be paced by it).
+    /// `estimate`: run the bandwidth estimator for this peer from this many kbit/s (adaptive mode; never for a link
+    /// check, whose probe must not be paced by it).
     Offer {
         peer: PeerId,
         sdp: String,
-        estimate: bool,
+        estimate: Option<u32>,
         reply: oneshot::Sender<Result<Negotiated, MediaError>>,
     },
     Remove {
@@ -303,16 +308,23 @@ impl Media {
 
     /// Accepts an SDP offer from a peer: creates its `Rtc` on first use, renegotiates afterwards.
     pub async fn offer(&self, peer: PeerId, sdp: String) -> Result<Negotiated, MediaError> {
-        self.offer_as(peer, sdp, true).await
+        self.offer_as(peer, sdp, Some(INITIAL_ESTIMATE_KBPS)).await
+    }
+
+    /// [`Media::offer`] with the bandwidth estimate toward the peer starting at `kbps` (its link's expected rate:
+    /// a satellite site's first allocation must not send it the 180p layer it cannot carry). Used only when the
+    /// peer is new.
+    pub async fn offer_starting_at(&self, peer: PeerId, sdp: String, kbps: u32) -> Result<Negotiated, MediaError> {
+        self.offer_as(peer, sdp, Some(kbps.clamp(MIN_INITIAL_ESTIMATE_KBPS, INITIAL_ESTIMATE_KBPS))).await
     }
 
     /// [`Media::offer`] for a link check's peer: no bandwidth estimator (its pacer would throttle the probe train
     /// the check measures with).
     pub async fn offer_link_check(&self, peer: PeerId, sdp: String) -> Result<Negotiated, MediaError> {
-        self.offer_as(peer, sdp, false).await
+        self.offer_as(peer, sdp, None).await
     }
 
-    async fn offer_as(&self, peer: PeerId, sdp: String, estimate: bool) -> Result<Negotiated, MediaError> {
+    async fn offer_as(&self, peer: PeerId, sdp: String, estimate: Option<u32>) -> Result<Negotiated, MediaError> {
         let shard = self.place(peer);
         let (reply, rx) = oneshot::channel();
         self.send(shard, ShardMsg::Command(Command::Offer { peer, sdp, estimate, reply }))?;

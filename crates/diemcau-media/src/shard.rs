@@ -217,7 +217,6 @@ const MAX_BATCH: usize = 64;
 
 /// Adaptive mode: the first estimate of every peer's downlink, kbit/s (a weak link is not swamped before the
 /// estimator has spoken; it probes upward from here).
-const INITIAL_ESTIMATE_KBPS: u64 = 300;
 /// What the allocator counts for an audio slot, kbit/s.
 const AUDIO_KBPS: u32 = 32;
 
@@ -481,7 +480,13 @@ impl Shard {
         }
     }
 
-    fn offer(&mut self, pid: PeerId, sdp: &str, estimate: bool, socket: &UdpSocket) -> Result<Negotiated, MediaError> {
+    fn offer(
+        &mut self,
+        pid: PeerId,
+        sdp: &str,
+        estimate: Option<u32>,
+        socket: &UdpSocket,
+    ) -> Result<Negotiated, MediaError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let now = crate::now();
         let is_new = !self.peers.contains_key(&pid);
@@ -494,10 +499,9 @@ impl Shard {
                 .enable_vp8(true)
                 .set_stats_interval(Some(Duration::from_secs(1)));
             // Adaptive: estimate the bandwidth toward every peer (TWCC + GoogCC), starting low for weak links.
-            let cfg = if self.adaptive && estimate {
-                cfg.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
-            } else {
-                cfg
+            let cfg = match estimate {
+                Some(kbps) if self.adaptive => cfg.enable_bwe(Some(Bitrate::kbps(u64::from(kbps)))),
+                _ => cfg,
             };
             let cfg = match &self.dtls_cert {
                 Some(cert) => cfg.set_dtls_cert(cert.clone()),

@@ -142,6 +142,11 @@ pub(crate) async fn expect_hello(sink: &mut Sink, stream: &mut Stream) -> bool {
     true
 }
 
+/// Where the bandwidth estimate toward an audio-only site (satellite, EDGE) starts, kbit/s: its audio fits, the
+/// lowest video layer (180p + audio, 182 kbit/s) does not, so it starts on audio alone, told so, and gets video only
+/// once its estimate has grown (padding probes it).
+const AUDIO_ONLY_START_KBPS: u32 = 100;
+
 /// The link profile a site's page should send with: its latest link check's recommendation, else what the directory's
 /// link hint implies; none for technicians.
 fn site_profile(state: &AppState, claims: &Claims) -> Option<diemcau_proto::LinkProfile> {
@@ -305,7 +310,12 @@ async fn handle(state: &AppState, claims: &Claims, peer: PeerId, msg: ClientMsg)
             if claims.role == Role::Technician {
                 return error("forbidden", "technicians do not send media");
             }
-            match state.media.offer(peer, sdp).await {
+            // The estimate toward a site starts where its link is expected to be (directory hint or link check).
+            let start = match site_profile(state, claims) {
+                Some(diemcau_proto::LinkProfile::AudioOnly) => AUDIO_ONLY_START_KBPS,
+                _ => diemcau_media::INITIAL_ESTIMATE_KBPS,
+            };
+            match state.media.offer_starting_at(peer, sdp, start).await {
                 Ok(neg) => {
                     let Ok(mut rooms) = state.rooms.lock() else { return None };
                     let room = rooms.get_mut(&claims.meeting_id)?;

@@ -77,13 +77,19 @@ async fn drive(
     progress: impl FnMut(&Progress),
 ) -> anyhow::Result<DrillReport> {
     let store = running.state.store();
-    // The drill's communes: one row each in this temporary directory, then a meeting inviting them all.
+    // The drill's communes: one row each in this temporary directory, then a meeting inviting them all. Each row's
+    // link hint is the preset its synthetic site will run on (the swarm's own assignment), as a real directory
+    // records each commune's link: the bridge starts its estimate of a satellite site low.
+    let presets = diemcau_drill::swarm::assign_presets(&scenario.mix, scenario.sites, scenario.seed);
     let mut csv = String::from("code,name,kind,parent_code,link_hint\n");
     for i in 1..=scenario.sites {
-        csv.push_str(&format!("DRILL-{i:05},Xã diễn tập {i:05},commune,,\n"));
+        let hint = presets.get(i - 1).and_then(|p| scenario.mix.get(*p)).map_or("", |m| m.0.as_str());
+        csv.push_str(&format!("DRILL-{i:05},Xã diễn tập {i:05},commune,,{hint}\n"));
     }
     store.import_sites_csv(csv.as_bytes()).context("adding the drill's sites")?;
-    let ids: Vec<i64> = store.sites()?.into_iter().filter(|s| s.code.starts_with("DRILL-")).map(|s| s.id).collect();
+    let mut drill_sites: Vec<_> = store.sites()?.into_iter().filter(|s| s.code.starts_with("DRILL-")).collect();
+    drill_sites.sort_by(|a, b| a.code.cmp(&b.code));
+    let ids: Vec<i64> = drill_sites.into_iter().map(|s| s.id).collect();
     anyhow::ensure!(ids.len() == scenario.sites, "expected {} drill sites, found {}", scenario.sites, ids.len());
     let chair_id = running.demo.chair_site_id;
     let title = if scenario.title.is_empty() { scenario.name.clone() } else { scenario.title.clone() };
