@@ -215,8 +215,6 @@ pub(crate) struct Shard {
 
 const MAX_BATCH: usize = 64;
 
-/// Adaptive mode: the first estimate of every peer's downlink, kbit/s (a weak link is not swamped before the
-/// estimator has spoken; it probes upward from here).
 /// What the allocator counts for an audio slot, kbit/s.
 const AUDIO_KBPS: u32 = 32;
 
