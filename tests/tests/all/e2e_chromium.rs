@@ -2,7 +2,7 @@
 //! three commune pages. Each site decodes the chair's video and receives its audio; the chair decodes every site's
 //! video. Frames decoded must keep increasing; a joining site decodes its first chair frame within a second; SRTP
 //! uses an AEAD-GCM profile; the commune page transfers at most 150 KB. The chair's camera is sent as three simulcast
-//! layers, a site's as two, and a site receives the chair's middle one.
+//! layers, a site's as two, and a site decodes one of the chair's.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
