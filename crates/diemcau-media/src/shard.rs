@@ -735,14 +735,16 @@ impl Shard {
                     }
                     Mapped::Drop => continue,
                 };
-                // Audio toward a lossy subscriber: RED, the packet before riding along (never retransmitted).
-                let red = peer.red_pt.filter(|_| slot.kind == Kind::Audio && peer.lossy.active(f.received));
-                let (pt, payload) = match slot.kind {
-                    Kind::Audio => match slot.red.wrap(*pt, seq, ts, &f.payload, red.is_some()) {
-                        Some(wrapped) => (red.unwrap_or(pt), Arc::from(wrapped)),
-                        None => (pt, f.payload.clone()),
-                    },
-                    Kind::Video => (pt, f.payload.clone()),
+                // Audio toward a lossy subscriber: RED, the packet before riding along (never retransmitted). The
+                // history is kept only for subscribers that negotiated RED.
+                let (pt, payload) = match peer.red_pt {
+                    Some(red_pt) if slot.kind == Kind::Audio => {
+                        match slot.red.wrap(*pt, seq, ts, &f.payload, peer.lossy.active(f.received)) {
+                            Some(wrapped) => (red_pt, Arc::from(wrapped)),
+                            None => (pt, f.payload.clone()),
+                        }
+                    }
+                    _ => (pt, f.payload.clone()),
                 };
                 let mut api = peer.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(*mid, None) else { continue };
