@@ -29,6 +29,7 @@
 pub mod alloc;
 pub mod histogram;
 pub mod keyframe;
+pub mod layers;
 pub mod red;
 pub mod rewrite;
 mod shard;

@@ -18,7 +18,7 @@ use str0m::format::Codec;
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -26,8 +26,10 @@ use tracing::{debug, info, trace, warn};
 
 use crate::alloc::{Allocator, Priority, Wanted, next_step};
 use crate::keyframe::KeyframeGate;
+use crate::layers::TrackLayers;
 use crate::red::{LossyLink, RedHistory, RedReceiver};
-use crate::rewrite::{InPacket, Mapped, SlotRewriter};
+use crate::rewrite::{InPacket, Mapped, SlotRewriter, Vp8Numbers};
+use crate::vp8::Vp8Info;
 use crate::{
     Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
     SlotInfo, StatsMap, TrackId,
@@ -48,6 +50,9 @@ pub struct Forwarded {
     pub marker: bool,
     /// First packet of a VP8 keyframe.
     pub keyframe: bool,
+    /// Its VP8 payload descriptor (video), parsed once for every subscriber, and where its numbers lie (to rewrite
+    /// them per subscriber).
+    pub vp8: Option<(Vp8Info, Vp8Descriptor)>,
     /// RFC 6464 audio level, if sent.
     pub audio_level: Option<i8>,
     /// RFC 6464 voice activity flag, if sent.
@@ -61,7 +66,7 @@ pub struct Forwarded {
 }
 
 /// Index of a simulcast rid, lowest layer first (`q`, `h`, `f`; 0 without simulcast or for another name).
-fn layer_index(rid: Option<Rid>) -> u64 {
+fn layer_index(rid: Option<Rid>) -> usize {
     match rid.as_deref() {
         Some("q") => 1,
         Some("h") => 2,
@@ -72,7 +77,7 @@ fn layer_index(rid: Option<Rid>) -> u64 {
 
 /// The rewriter's source id of `track`'s layer `rid` (`track` shifted left by 2, the layer index below).
 fn source_id(track: TrackId, rid: Option<Rid>) -> u64 {
-    track.as_u64() << 2 | layer_index(rid)
+    track.as_u64() << 2 | layer_index(rid) as u64
 }
 
 /// The layer subscribers receive of a simulcast track whose layers `seen` arrived: `h` (the 360p layer) when the
@@ -89,6 +94,9 @@ struct Slot {
     layer: Option<Rid>,
     /// The layer it should forward (reached at that layer's next keyframe).
     target: Target,
+    /// The highest temporal layer (VP8 TID) it forwards now (`u8::MAX`: all); the target's is reached at a frame
+    /// where that is safe (see `temporal_step`).
+    max_tid: u8,
     /// The audio packet written before, for RED's redundant copy.
     red: RedHistory,
 }
@@ -98,8 +106,9 @@ struct Slot {
 enum Target {
     /// No estimate yet (or adaptation off): the shard's default, `h` when sent, else the lowest.
     Auto,
-    /// This layer, as the subscriber's allocation says.
-    Layer(Rid),
+    /// This simulcast layer with its temporal layers up to this TID (`u8::MAX`: all), as the subscriber's
+    /// allocation says.
+    Layer(Rid, u8),
     /// None: the subscriber's link has no room for this video.
     Paused,
 }
@@ -207,6 +216,8 @@ pub(crate) struct Shard {
     touched: Vec<PeerId>,
     /// Simulcast layers seen per publishing track.
     layers: HashMap<TrackId, Vec<Rid>>,
+    /// Temporal layers and measured bitrates per publishing track (simulcast tracks).
+    rates: HashMap<TrackId, TrackLayers>,
     /// Per-subscriber bandwidth estimation and layer allocation.
     adaptive: bool,
     /// When this shard next reports its publishers' audio levels.
@@ -267,6 +278,7 @@ impl Shard {
             inbox: Vec::new(),
             touched: Vec::new(),
             layers: HashMap::new(),
+            rates: HashMap::new(),
             adaptive,
             levels_due: crate::now() + crate::LEVELS_INTERVAL,
         }
@@ -602,6 +614,7 @@ impl Shard {
         for kind in [Kind::Audio, Kind::Video] {
             self.subs.remove(&TrackId { peer: pid, kind });
             self.layers.remove(&TrackId { peer: pid, kind });
+            self.rates.remove(&TrackId { peer: pid, kind });
         }
         self.keyframe_gates.retain(|t, _| t.peer != pid);
         if let Ok(mut s) = self.stats.lock() {
@@ -634,6 +647,7 @@ impl Shard {
         slot.rewriter.select(source.map(|t| source_id(t, None)));
         slot.layer = None;
         slot.target = Target::Auto;
+        slot.max_tid = u8::MAX;
         if let Some(src) = source {
             self.subs.entry(src).or_default().push((pid, mid));
             if src.kind == Kind::Video {
@@ -650,6 +664,7 @@ impl Shard {
             && !self.peers.contains_key(&old.peer)
         {
             self.layers.remove(&old);
+            self.rates.remove(&old);
         }
     }
 
@@ -667,10 +682,17 @@ impl Shard {
             let default_layer = match f.layer {
                 Some(rid) => {
                     let seen = self.layers.entry(f.track).or_default();
-                    let new = !seen.contains(&rid);
+                    let mut new = !seen.contains(&rid);
                     if new {
                         seen.push(rid);
                     }
+                    let tid = f.vp8.and_then(|(i, _)| i.tid);
+                    new |= self.rates.entry(f.track).or_default().record(
+                        f.received,
+                        layer_index(Some(rid)),
+                        tid,
+                        f.payload.len(),
+                    );
                     let default = chosen_layer(seen);
                     // A new layer: the adaptive subscribers of this track choose again.
                     if new && self.adaptive {
@@ -702,32 +724,44 @@ impl Shard {
                     let take = match slot.target {
                         Target::Auto => default_layer == Some(rid),
                         Target::Paused => false,
-                        Target::Layer(t) if slot.layer == Some(t) => rid == t,
+                        Target::Layer(t, _) if slot.layer == Some(t) => rid == t,
                         // Switching: at the target layer's keyframe; until then the old layer goes on.
-                        Target::Layer(t) if rid == t => {
+                        Target::Layer(t, _) if rid == t => {
                             if !f.keyframe {
                                 want_keyframe = true;
                             }
                             f.keyframe
                         }
-                        Target::Layer(_) => slot.layer == Some(rid),
+                        Target::Layer(..) => slot.layer == Some(rid),
                     };
                     if !take {
                         continue;
                     }
                 }
+                // Temporal layers above the subscriber's are skipped (their numbers closed up by the rewriter).
+                let skip = match f.vp8 {
+                    Some((info, _)) if f.layer.is_some() => temporal_step(slot, &info),
+                    _ => false,
+                };
                 // Each simulcast layer is its own source: the slot follows the track onto the layer being
                 // forwarded, and a change of layer waits for that layer's keyframe (continuity kept).
                 let source = source_id(f.track, f.layer);
                 if slot.rewriter.selected().is_some_and(|s| s >> 2 == f.track.as_u64() && s != source) {
                     slot.rewriter.select(Some(source));
                 }
-                let mapped =
-                    slot.rewriter.map(InPacket { source, seq: f.seq, ts: f.ts, keyframe: f.keyframe, at: f.received });
-                let (seq, ts) = match mapped {
-                    Mapped::Write { seq, ts } => {
+                let mapped = slot.rewriter.map(InPacket {
+                    source,
+                    seq: f.seq,
+                    ts: f.ts,
+                    keyframe: f.keyframe,
+                    at: f.received,
+                    vp8: f.vp8.map(|(i, _)| Vp8Numbers::from(i)),
+                    skip,
+                });
+                let (seq, ts, numbers) = match mapped {
+                    Mapped::Write { seq, ts, vp8 } => {
                         slot.layer = f.layer;
-                        (seq, ts)
+                        (seq, ts, vp8)
                     }
                     Mapped::NeedKeyframe => {
                         want_keyframe = true;
@@ -753,12 +787,16 @@ impl Shard {
                     voice_activity: f.voice_activity,
                     ..Default::default()
                 };
-                tx.write_rtp(
-                    RtpWrite::new(pt, seq.into(), ts, f.received, payload)
-                        .marker(f.marker)
-                        .ext_vals(ext)
-                        .nackable(f.track.kind == Kind::Video),
-                );
+                let mut write = RtpWrite::new(pt, seq.into(), ts, f.received, payload)
+                    .marker(f.marker)
+                    .ext_vals(ext)
+                    .nackable(f.track.kind == Kind::Video);
+                if let (Some((info, desc)), Some(out)) = (f.vp8, numbers)
+                    && let Some(patch) = vp8_patch(&info, &desc, &out)
+                {
+                    write = write.vp8_patch(patch);
+                }
+                tx.write_rtp(write);
                 peer.stats.packets_out += 1;
                 if peer.pending.is_empty() {
                     self.touched.push(*pid);
@@ -826,7 +864,7 @@ impl Shard {
         let mut mids: Vec<Mid> = peer.slots.keys().copied().collect();
         mids.sort_by_key(|m| mid_order(m));
         let mut wanted: Vec<Wanted> = Vec::new();
-        let mut ladders: Vec<(Mid, Vec<Rid>)> = Vec::new();
+        let mut ladders: Vec<(Mid, Vec<(Rid, u8)>)> = Vec::new();
         let mut first_video = true;
         for mid in mids {
             let Some(slot) = peer.slots.get(&mid) else { continue };
@@ -840,9 +878,23 @@ impl Shard {
                 Kind::Video => {
                     // Without simulcast there is nothing to choose: the track is forwarded as it comes.
                     let Some(seen) = self.layers.get(&src).filter(|s| !s.is_empty()) else { continue };
-                    let mut rids = seen.clone();
-                    rids.sort_by_key(|r| layer_index(Some(*r)));
-                    let kbps = rids.iter().map(|r| layer_kbps(*r)).collect();
+                    let mut sorted = seen.clone();
+                    sorted.sort_by_key(|r| layer_index(Some(*r)));
+                    // The ladder: the lowest layer at each of its frame rates (7.5, 15, 30 fps with L1T3), then
+                    // each higher layer at its full rate. Prices measured from the packets (nominal until then).
+                    let unmeasured = TrackLayers::default();
+                    let rates = self.rates.get(&src).unwrap_or(&unmeasured);
+                    let mut rids = Vec::new();
+                    let mut kbps = Vec::new();
+                    for (i, rid) in sorted.iter().enumerate() {
+                        let layer = layer_index(Some(*rid));
+                        let temporal = if i == 0 { rates.temporal_layers(layer) } else { 1 };
+                        for t in 0..temporal {
+                            let tid = if t + 1 == temporal { u8::MAX } else { t };
+                            rids.push((*rid, tid));
+                            kbps.push(rates.kbps(layer, tid, layer_kbps(*rid)));
+                        }
+                    }
                     // The first video slot is the main picture (the chair's, on a site page); others are tiles.
                     let priority = if first_video { Priority::ChairVideo } else { Priority::Thumbnail };
                     first_video = false;
@@ -861,7 +913,7 @@ impl Shard {
             }
             let Some(slot) = peer.slots.get_mut(mid) else { continue };
             let target = match choice.layer {
-                Some(l) => rids.get(l).copied().map_or(Target::Auto, Target::Layer),
+                Some(l) => rids.get(l).map_or(Target::Auto, |(rid, tid)| Target::Layer(*rid, *tid)),
                 None => Target::Paused,
             };
             videos += 1;
@@ -966,6 +1018,7 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
             rewriter: SlotRewriter::new(clock, kind == Kind::Video),
             layer: None,
             target: Target::Auto,
+            max_tid: u8::MAX,
             red: RedHistory::default(),
         });
     } else {
@@ -974,6 +1027,46 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
 }
 
 /// Adds one audio packet's loudness (127 − |RFC 6464 level|) to a publisher's running sum and count.
+/// Whether `slot` skips the frame of this packet (a temporal layer above its own), after moving its temporal layer
+/// toward its target where that is safe: down at any frame start (nothing below references a higher layer), up at a
+/// base-layer frame or a layer-sync frame within the new limit (the first frame of the added layers then finds its
+/// references forwarded).
+fn temporal_step(slot: &mut Slot, info: &Vp8Info) -> bool {
+    let Some(tid) = info.tid else { return false };
+    let want = match slot.target {
+        Target::Layer(_, t) => t,
+        Target::Auto | Target::Paused => u8::MAX,
+    };
+    if want != slot.max_tid && info.frame_start && (want < slot.max_tid || tid == 0 || (info.layer_sync && tid <= want))
+    {
+        slot.max_tid = want;
+    }
+    tid > slot.max_tid
+}
+
+/// The descriptor patch that writes `out`'s renumbered fields into a packet whose descriptor is `desc`, when any
+/// differs from what it carries.
+fn vp8_patch(info: &Vp8Info, desc: &Vp8Descriptor, out: &Vp8Numbers) -> Option<str0m::rtp::Vp8Patch> {
+    let mut b = desc.patch();
+    let mut any = false;
+    if let Some(p) = out.picture_id.filter(|p| Some(*p) != info.picture_id) {
+        b = b.picture_id(p);
+        any = true;
+    }
+    if let Some(t) = out.tl0_pic_idx.filter(|t| Some(*t) != info.tl0_pic_idx) {
+        b = b.tl0_pic_idx(t);
+        any = true;
+    }
+    if let Some(k) = out.key_idx.filter(|k| Some(*k) != info.key_idx) {
+        b = b.key_idx(k);
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    b.build().map_err(|e| trace!(error = %e, "VP8 descriptor not rewritten")).ok()
+}
+
 fn note_loudness(speech: &mut (u32, u32), level: Option<i8>) {
     if let Some(level) = level {
         let loud = 127 - u32::from(level.unsigned_abs()).min(127);
@@ -1121,6 +1214,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                         ts,
                         marker: p.header.marker && primary,
                         keyframe: false,
+                        vp8: None,
                         audio_level: p.header.ext_vals.audio_level.filter(|_| primary),
                         voice_activity: p.header.ext_vals.voice_activity.filter(|_| primary),
                         payload,
@@ -1135,7 +1229,12 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             else {
                 return;
             };
-            let keyframe = kind == Kind::Video && crate::vp8::parse(&p.payload).is_some_and(|i| i.keyframe);
+            let vp8 = match (kind, codec) {
+                (Kind::Video, Codec::Vp8) => crate::vp8::parse(&p.payload)
+                    .and_then(|info| Vp8Descriptor::parse(&p.payload).ok().map(|desc| (info, desc))),
+                _ => None,
+            };
+            let keyframe = vp8.is_some_and(|(i, _)| i.keyframe);
             if kind == Kind::Audio {
                 note_loudness(&mut peer.speech, p.header.ext_vals.audio_level);
             }
@@ -1146,6 +1245,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                 ts: p.header.timestamp,
                 marker: p.header.marker,
                 keyframe,
+                vp8,
                 audio_level: p.header.ext_vals.audio_level,
                 voice_activity: p.header.ext_vals.voice_activity,
                 payload: p.payload,
