@@ -26,7 +26,8 @@
 //! keyframe_interval_s = 10
 //! audio = true
 //! audio_kbps = 32
-//! simulcast = false                   # three layers q/h/f (this one is h); the bridge forwards h for now
+//! simulcast = false                   # three layers q/h/f (this one is h), as the chair page sends
+//! temporal_layers = 1                 # 1, 2 or 3: each layer in temporal layers (L1T3 at 30 fps: 7.5/15/30 fps)
 //!
 //! [[event]]                           # optional, any number: a link change for a share of the sites
 //! at_s = 30                           # from the start of the drill
@@ -44,6 +45,7 @@
 //! audio_gap_max_ms = 200              # longest audio gap of any site
 //! freeze_share_max = 0.01             # frozen time over watch time: each site, and the preset's total
 //! loss_after_repair_max = 0.01        # each site, and the preset's mean
+//! fps_min = 7.5                       # frames decoded per second of watching: each site, and the preset's lowest
 //!
 //! [profile_thresholds.vsat]           # optional: per preset, overriding [thresholds] key by key
 //! audio_continuity_min = 0.9
@@ -119,6 +121,9 @@ pub struct Thresholds {
     /// Loss after repair: each site, and the preset's mean.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_after_repair_max: Option<f64>,
+    /// Frames decoded per second of watching: each site that watched, and the preset's lowest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fps_min: Option<f64>,
 }
 
 impl Thresholds {
@@ -131,6 +136,7 @@ impl Thresholds {
             audio_gap_max_ms: over.audio_gap_max_ms.or(self.audio_gap_max_ms),
             freeze_share_max: over.freeze_share_max.or(self.freeze_share_max),
             loss_after_repair_max: over.loss_after_repair_max.or(self.loss_after_repair_max),
+            fps_min: over.fps_min.or(self.fps_min),
         }
     }
 
@@ -152,7 +158,13 @@ impl Thresholds {
         share("freeze_share_max", self.freeze_share_max)?;
         share("loss_after_repair_max", self.loss_after_repair_max)?;
         positive("first_frame_max_ms", self.first_frame_max_ms)?;
-        positive("audio_gap_max_ms", self.audio_gap_max_ms)
+        positive("audio_gap_max_ms", self.audio_gap_max_ms)?;
+        match self.fps_min {
+            Some(x) if !(x.is_finite() && (0.0..=120.0).contains(&x)) => {
+                Err(DrillError::Config(format!("{at}: fps_min = {x} is not within 0..=120")))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -206,6 +218,7 @@ struct ChairToml {
     audio: Option<bool>,
     audio_kbps: Option<u32>,
     simulcast: Option<bool>,
+    temporal_layers: Option<u8>,
 }
 
 fn fibre() -> String {
@@ -351,7 +364,14 @@ impl Scenario {
                     audio_kbps: c.audio_kbps.unwrap_or(d.audio_kbps),
                     max_payload: d.max_payload,
                     simulcast: c.simulcast.unwrap_or(d.simulcast),
+                    temporal_layers: c.temporal_layers.unwrap_or(d.temporal_layers),
                 };
+                if !(1..=3).contains(&p.temporal_layers) {
+                    return Err(DrillError::Config(format!(
+                        "chair.temporal_layers = {}: expected 1, 2 or 3",
+                        p.temporal_layers
+                    )));
+                }
                 if p.fps == 0 || p.fps > 60 {
                     return Err(DrillError::Config(format!("chair.fps = {}: expected 1..=60", p.fps)));
                 }
@@ -541,6 +561,7 @@ pub fn judge_site(report: SiteReport, th: &Thresholds) -> SiteVerdict {
         check_max("audio_gap_ms", th.audio_gap_max_ms, report.audio.longest_gap_ms),
         check_max("freeze_share", th.freeze_share_max, watched.then_some(report.video.freeze_share)),
         check_max("loss_after_repair", th.loss_after_repair_max, Some(report.loss_after_repair)),
+        check_min("fps", th.fps_min, watched.then_some(report.video.fps)),
     ];
     failed.extend(checks.into_iter().flatten().filter(|c| !c.passed).map(|c| c.measure));
     SiteVerdict { passed: failed.is_empty(), failed, report }
@@ -556,6 +577,7 @@ pub fn judge_profile(summary: ProfileSummary, th: &Thresholds, sites_passed: usi
         check_max("audio_worst_gap_ms", th.audio_gap_max_ms, summary.audio_worst_gap_ms),
         check_max("freeze_share", th.freeze_share_max, (summary.with_video > 0).then_some(summary.freeze_share)),
         check_max("loss_after_repair_mean", th.loss_after_repair_max, Some(summary.loss_after_repair_mean)),
+        check_min("fps_min", th.fps_min, summary.fps_min),
     ]
     .into_iter()
     .flatten()
@@ -687,7 +709,13 @@ mod tests {
             connected: true,
             first_frame_ms: ttff,
             audio: AudioReport { continuity: Some(continuity), longest_gap_ms: Some(gap), ..AudioReport::default() },
-            video: VideoReport { watch_ms: 10_000.0, freeze_ms: 50.0, freeze_share: 0.005, ..VideoReport::default() },
+            video: VideoReport {
+                watch_ms: 10_000.0,
+                freeze_ms: 50.0,
+                freeze_share: 0.005,
+                fps: 15.0,
+                ..VideoReport::default()
+            },
             loss_after_repair: 0.001,
             ..SiteReport::default()
         }
@@ -702,7 +730,11 @@ mod tests {
             audio_gap_max_ms: Some(200.0),
             freeze_share_max: Some(0.01),
             loss_after_repair_max: Some(0.01),
+            fps_min: Some(7.5),
         };
+        let mut slow = site("vsat", 0.999, 60.0, Some(800.0));
+        slow.video.fps = 3.75;
+        assert_eq!(judge_site(slow, &th).failed, vec!["fps"]);
         let good = judge_site(site("3g", 0.999, 60.0, Some(800.0)), &th);
         assert!(good.passed, "{good:?}");
         let bad = judge_site(site("3g", 0.95, 400.0, None), &th);

@@ -150,6 +150,8 @@ struct PendingFrame {
     packets: u64,
     keyframe: bool,
     height: Option<u16>,
+    picture_id: Option<u16>,
+    frame_ref: Option<(u32, Option<u32>)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +159,12 @@ struct CompleteFrame {
     end_seq: u64,
     keyframe: bool,
     height: Option<u16>,
+    picture_id: Option<u16>,
+    frame_ref: Option<(u32, Option<u32>)>,
 }
+
+/// Frames remembered as decoded since the last keyframe (what later frames may reference).
+const DECODED_MEMORY: usize = 32;
 
 /// Reassembles frames and follows the decoding chain of one video stream.
 #[derive(Debug, Default)]
@@ -180,6 +187,15 @@ struct VideoStream {
     longest_frame_gap: Duration,
     /// Height of the last decoded keyframe (the layer being received).
     height: Option<u16>,
+    /// PictureID of the last decoded frame.
+    last_picture_id: Option<u16>,
+    /// Frame numbers (frame-reference records) decoded since the last keyframe, latest last.
+    decoded: VecDeque<u32>,
+    /// Frames that were complete and in sequence but could not be decoded: a PictureID gap or a reference never
+    /// decoded (what libwebrtc's reference finder would hold back).
+    broken_chain: u64,
+    /// First sequence number of the last frame counted in `broken_chain`.
+    broken_at: Option<u64>,
 }
 
 impl VideoStream {
@@ -195,6 +211,8 @@ impl VideoStream {
             frame.start_seq = Some(p.seq);
             frame.keyframe = info.keyframe;
             frame.height = info.height;
+            frame.picture_id = info.picture_id;
+            frame.frame_ref = info.frame_ref;
         }
         if p.marker {
             frame.end_seq = Some(p.seq);
@@ -203,9 +221,15 @@ impl VideoStream {
             && end >= start
             && frame.packets == end - start + 1
         {
-            let (keyframe, height) = (frame.keyframe, frame.height);
+            let done = CompleteFrame {
+                end_seq: end,
+                keyframe: frame.keyframe,
+                height: frame.height,
+                picture_id: frame.picture_id,
+                frame_ref: frame.frame_ref,
+            };
             self.pending.remove(&ts);
-            self.complete.insert(start, (ts, CompleteFrame { end_seq: end, keyframe, height }));
+            self.complete.insert(start, (ts, done));
         }
         self.decode(now);
         while self.pending.len() > MAX_PENDING_FRAMES {
@@ -219,7 +243,20 @@ impl VideoStream {
     fn decode(&mut self, now: Instant) {
         loop {
             let next = match self.last_decoded {
-                Some((_, last_seq)) => self.complete.get(&(last_seq + 1)).map(|f| (last_seq + 1, *f)),
+                Some((_, last_seq)) => {
+                    let next = self.complete.get(&(last_seq + 1)).map(|f| (last_seq + 1, *f));
+                    // In sequence, but is its chain whole? (A keyframe needs nothing.)
+                    match next {
+                        Some((start, (_, f))) if !f.keyframe && !self.chain_whole(&f) => {
+                            if self.broken_at != Some(start) {
+                                self.broken_at = Some(start);
+                                self.broken_chain += 1;
+                            }
+                            None
+                        }
+                        other => other,
+                    }
+                }
                 None => None,
             };
             let next = next.or_else(|| {
@@ -233,6 +270,16 @@ impl VideoStream {
             self.pending = self.pending.split_off(&(ts + 1));
             self.last_decoded = Some((ts, frame.end_seq));
             self.frames += 1;
+            self.last_picture_id = frame.picture_id;
+            if frame.keyframe {
+                self.decoded.clear();
+            }
+            if let Some((n, _)) = frame.frame_ref {
+                if self.decoded.len() == DECODED_MEMORY {
+                    self.decoded.pop_front();
+                }
+                self.decoded.push_back(n);
+            }
             if frame.keyframe {
                 self.keyframes += 1;
                 if frame.height.is_some() {
@@ -255,6 +302,20 @@ impl VideoStream {
         } else {
             self.stuck_since.get_or_insert(now);
         }
+    }
+
+    /// A delta frame next in sequence decodes when its PictureID follows the last decoded one (the bridge closes up
+    /// the numbers of frames it does not forward) and the frame it is predicted from was decoded.
+    fn chain_whole(&self, f: &CompleteFrame) -> bool {
+        let pid_follows = match (self.last_picture_id, f.picture_id) {
+            (Some(last), Some(pid)) => pid == (last + 1) & 0x7fff || pid == (last + 1) & 0x7f,
+            _ => true,
+        };
+        let reference_decoded = match f.frame_ref {
+            Some((_, Some(r))) => self.decoded.contains(&r),
+            _ => true,
+        };
+        pid_follows && reference_decoded
     }
 
     /// Freezes, including one still going on at `now`.
@@ -583,6 +644,7 @@ impl Metrics {
                     video.recovered += s.seq.recovered;
                     video.frames += v.frames;
                     video.keyframes += v.keyframes;
+                    video.broken_chain += v.broken_chain;
                     let (n, t) = v.freezes_at(now);
                     video.freezes += n;
                     video.freeze_ms += ms(t);
@@ -611,6 +673,7 @@ impl Metrics {
         video.keyframe_requests = self.keyframe_requests;
         video.loss_after_repair = ratio(video.lost, video.expected);
         video.freeze_share = if video.watch_ms > 0.0 { video.freeze_ms / video.watch_ms } else { 0.0 };
+        video.fps = if video.watch_ms > 0.0 { video.frames as f64 * 1000.0 / video.watch_ms } else { 0.0 };
         audio.loss = ratio(audio.lost, audio.expected);
         if a_total > 0 {
             audio.continuity = Some(a_cov as f64 / a_total as f64);
@@ -666,6 +729,10 @@ pub struct VideoReport {
     pub frames: u64,
     /// Keyframes decoded.
     pub keyframes: u64,
+    /// Frames complete and in sequence that could not be decoded: a PictureID gap or a reference never decoded.
+    pub broken_chain: u64,
+    /// Frames decoded per second of watching (`frames / watch_ms`).
+    pub fps: f64,
     /// Keyframe requests (PLI) this site sent because its decoder was stuck.
     pub keyframe_requests: u64,
     /// Freezes (gaps between decoded frames over 500 ms), one going on at the end included.
@@ -768,9 +835,9 @@ mod tests {
     }
 
     /// A VP8 payload: descriptor + (for a frame start) payload header + filler.
-    fn vp8(start: bool, key: bool) -> Vec<u8> {
+    fn vp8(start: bool, key: bool, picture_id: u16) -> Vec<u8> {
         let mut p = Vec::new();
-        vp8::write_descriptor(&mut p, start, 1);
+        vp8::write_descriptor(&mut p, start, picture_id, None);
         if start {
             vp8::write_payload_header(&mut p, key, 100, 320, 180);
         }
@@ -809,7 +876,8 @@ mod tests {
         }
 
         fn video_packet(&mut self, at: Duration, seq: u64, ts: u32, start: bool, key: bool, marker: bool) {
-            let payload = vp8(start, key);
+            // One PictureID per frame (frames are 6,000 ticks apart from 5,000).
+            let payload = vp8(start, key, (ts.wrapping_sub(5000) / 6000) as u16 & 0x7fff);
             let p = PacketInfo { mid: self.video, kind: MediaKind::Video, seq, ts, marker, payload: &payload };
             self.m.on_packet(self.t0 + at, p);
         }
@@ -952,6 +1020,35 @@ mod tests {
         assert_eq!(r.audio.longest_gap_ms, Some(1_500.0 * 20.0));
         let c = r.audio.continuity.unwrap();
         assert!((c - 5.0 / 1505.0).abs() < 1e-9, "{c}");
+    }
+
+    /// One single-packet frame with a frame-reference record.
+    fn referenced_frame(m: &mut Metrics, at: Instant, seq: u64, pid: u16, frame: u32, reference: Option<u32>) {
+        let mut p = Vec::new();
+        vp8::write_descriptor(&mut p, true, pid, None);
+        vp8::write_payload_header(&mut p, reference.is_none(), 100, 320, 180);
+        vp8::write_frame_ref(&mut p, frame, reference);
+        p.resize(200, 0x41);
+        let ts = 5000 + frame * 6000;
+        let info = PacketInfo { mid: Mid::from("1"), kind: MediaKind::Video, seq, ts, marker: true, payload: &p };
+        m.on_packet(at, info);
+    }
+
+    #[test]
+    fn frames_with_a_missing_reference_or_picture_id_are_not_decoded() {
+        let t0 = Instant::now();
+        let mut m = Metrics::new(t0);
+        referenced_frame(&mut m, t0, 1, 10, 0, None);
+        referenced_frame(&mut m, t0 + ms(33), 2, 11, 1, Some(0));
+        // In sequence, PictureID follows, but predicted from frame 2, which never came (a wrongly dropped layer).
+        referenced_frame(&mut m, t0 + ms(66), 3, 12, 3, Some(2));
+        let r = m.summary(t0 + ms(100));
+        assert_eq!((r.video.frames, r.video.broken_chain), (2, 1));
+        // A keyframe restarts the chain; then a PictureID gap (a frame the bridge skipped without closing up).
+        referenced_frame(&mut m, t0 + ms(100), 4, 13, 5, None);
+        referenced_frame(&mut m, t0 + ms(133), 5, 15, 6, Some(5));
+        let r = m.summary(t0 + ms(200));
+        assert_eq!((r.video.frames, r.video.broken_chain), (3, 2));
     }
 
     #[test]

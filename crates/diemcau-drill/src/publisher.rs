@@ -15,6 +15,11 @@
 //!
 //! Simulcast ([`PublisherConfig::simulcast`]): the site runs one publisher per layer ([`PublisherConfig::layer`]),
 //! each with its own sequence space.
+//!
+//! Temporal layers ([`PublisherConfig::temporal_layers`] 2 or 3, as Chromium's L1T2/L1T3): frames in libwebrtc's
+//! pattern (TID 0,1 or 0,2,1,2), the descriptor carries TL0PICIDX, TID and Y, base-layer frames are larger (the
+//! 60/40 and 40/20/40 rate split). Each frame's first packet also carries a frame-reference record
+//! (`vp8::write_frame_ref`: which frame it is predicted from), which the synthetic receiver checks.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +65,8 @@ pub struct PublisherConfig {
     /// 30% of its bitrate, `f` twice its size at 3× (with the defaults: 320×180 at 150, 640×360 at 500, 1280×720 at
     /// 1,500 kbit/s), as the chair's browser does.
     pub simulcast: bool,
+    /// Temporal layers per video layer: 1 (none), 2 or 3.
+    pub temporal_layers: u8,
 }
 
 /// Simulcast rids, lowest first.
@@ -98,6 +105,7 @@ impl Default for PublisherConfig {
             audio: true,
             audio_kbps: 32,
             simulcast: false,
+            temporal_layers: 1,
         }
     }
 }
@@ -129,6 +137,12 @@ struct VideoSource {
     seq: u64,
     ts0: u32,
     picture_id: u16,
+    /// Position in the temporal pattern (0 at a keyframe).
+    pos: u64,
+    /// TL0PICIDX of the latest base-layer frame.
+    tl0: u8,
+    /// Frame numbers of the latest frame of each temporal layer (the references of the next frames).
+    last_of_layer: [Option<u32>; 3],
     force_key: bool,
     last_key: Option<Instant>,
     /// Bytes sent over the target by keyframes asked for between the scheduled ones, paid back by the delta frames
@@ -183,6 +197,9 @@ impl Publisher {
             seq: rng.random_range(0..30_000),
             ts0: rng.random(),
             picture_id: rng.random_range(0..0x8000),
+            pos: 0,
+            tl0: rng.random(),
+            last_of_layer: [None; 3],
             force_key: true,
             last_key: None,
             debt: 0.0,
@@ -283,21 +300,55 @@ impl Publisher {
             v.debt -= payback;
             (delta - payback) * self.rng.random_range(0.85..1.15)
         };
-        let size = (size as usize).max(16);
-        let budget = cfg.max_payload.saturating_sub(vp8::DESCRIPTOR_LEN).max(16);
+        // Temporal layer of this frame, what it is predicted from, and its size by libwebrtc's rate split.
+        let layers = cfg.temporal_layers.clamp(1, 3);
+        if keyframe {
+            v.pos = 0;
+        }
+        let (tid, weight) = match (layers, v.pos % 4) {
+            (2, p) if p % 2 == 1 => (1, 0.8),
+            (2, _) => (0, 1.2),
+            (3, 0) => (0, 1.6),
+            (3, 2) => (1, 0.8),
+            (3, _) => (2, 0.8),
+            _ => (0, 1.0),
+        };
+        // A keyframe is a keyframe's size whatever its layer.
+        let weight = if keyframe { 1.0 } else { weight };
+        let reference = if keyframe {
+            None
+        } else {
+            // Base frames from the base layer before; TID 1, and TID 2 right after a base frame, from that base frame
+            // (layer sync); the other TID 2 frame from the TID 1 frame before it.
+            match tid {
+                0 => v.last_of_layer[0],
+                2 if v.pos % 4 == 3 => v.last_of_layer[1],
+                _ => v.last_of_layer[0],
+            }
+        };
+        let sync = tid > 0 && reference == v.last_of_layer[0];
+        if tid == 0 {
+            v.tl0 = v.tl0.wrapping_add(1);
+        }
+        let temporal = (layers > 1).then_some(vp8::Temporal { tl0_pic_idx: v.tl0, tid, sync });
+        let size = ((size * weight) as usize).max(16);
+        let descriptor = if temporal.is_some() { vp8::TEMPORAL_DESCRIPTOR_LEN } else { vp8::DESCRIPTOR_LEN };
+        let budget = cfg.max_payload.saturating_sub(descriptor).max(16);
         let packets = size.div_ceil(budget);
+        let frame = v.frame_no as u32;
         let ts = v.ts0.wrapping_add((v.frame_no * 90_000 / fps) as u32);
         let fill = (v.frame_no as u8) | 0x40;
         let mut left = size;
         for i in 0..packets {
             let chunk = left / (packets - i);
             left -= chunk;
-            let mut p = Vec::with_capacity(vp8::DESCRIPTOR_LEN + chunk);
-            vp8::write_descriptor(&mut p, i == 0, v.picture_id);
+            let mut p = Vec::with_capacity(descriptor + chunk);
+            vp8::write_descriptor(&mut p, i == 0, v.picture_id, temporal);
             if i == 0 {
                 vp8::write_payload_header(&mut p, keyframe, (size / 8) as u32, cfg.width, cfg.height);
+                vp8::write_frame_ref(&mut p, frame, reference);
             }
-            p.resize(vp8::DESCRIPTOR_LEN + chunk, fill);
+            p.resize((descriptor + chunk).max(p.len()), fill);
             self.stats.video_packets += 1;
             self.stats.video_bytes += p.len() as u64;
             out.push(OutPacket {
@@ -316,7 +367,10 @@ impl Publisher {
             self.stats.keyframes += 1;
             v.last_key = Some(capture);
             v.force_key = false;
+            v.last_of_layer = [None; 3];
         }
+        v.last_of_layer[usize::from(tid)] = Some(frame);
+        v.pos += 1;
         v.picture_id = (v.picture_id + 1) & 0x7fff;
         v.frame_no += 1;
         v.next_at = at(v.frame_no);
@@ -335,6 +389,48 @@ mod tests {
             t += step;
         }
         out
+    }
+
+    #[test]
+    fn temporal_layers_follow_libwebrtcs_pattern_and_rate_split() {
+        let t0 = Instant::now();
+        let cfg = PublisherConfig { audio: false, fps: 30, video_kbps: 150, temporal_layers: 3, ..Default::default() };
+        let mut p = Publisher::new(cfg, t0, 3);
+        let out = run(&mut p, t0, Duration::from_secs(20) - Duration::from_millis(1), Duration::from_millis(5));
+        let mut bytes = [0usize; 3];
+        let mut frames = Vec::new();
+        for o in &out {
+            let info = vp8::parse(&o.payload).expect("valid");
+            let tid = info.tid.expect("TID in every packet");
+            bytes[usize::from(tid)] += o.payload.len();
+            if info.frame_start {
+                frames.push((tid, info.frame_ref.expect("reference record")));
+            }
+        }
+        assert_eq!(frames.len(), 600);
+        // 0,2,1,2 from the keyframe; each frame predicted from the one libwebrtc's pattern says.
+        for (i, (tid, (n, reference))) in frames.iter().enumerate() {
+            assert_eq!(*n as usize, i);
+            assert_eq!(*tid, [0, 2, 1, 2][i % 4], "frame {i}");
+            let want = match i % 4 {
+                _ if i == 0 => None,
+                0 => Some(i as u32 - 4),
+                3 => Some(i as u32 - 1),
+                k => Some(i as u32 - k as u32),
+            };
+            // Scheduled keyframes (every 10 s: frames 300) restart the chain.
+            if i != 300 {
+                assert_eq!(*reference, want, "frame {i}");
+            }
+        }
+        // The base layer (7.5 fps) carries ~40% of the bitrate, TID 1 ~20%, TID 2 ~40%.
+        let total: usize = bytes.iter().sum();
+        let share = |t: usize| bytes[t] as f64 / total as f64;
+        assert!((0.36..0.46).contains(&share(0)), "{}", share(0));
+        assert!((0.16..0.24).contains(&share(1)), "{}", share(1));
+        assert!((0.36..0.44).contains(&share(2)), "{}", share(2));
+        let kbps = total as f64 * 8.0 / 20.0 / 1000.0;
+        assert!((135.0..165.0).contains(&kbps), "{kbps}");
     }
 
     #[test]

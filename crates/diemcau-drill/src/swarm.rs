@@ -361,6 +361,10 @@ pub struct ProfileSummary {
     pub audio_worst_gap_ms: Option<f64>,
     /// Total freeze time over total watch time.
     pub freeze_share: f64,
+    /// Mean frames decoded per second of watching, over the sites with video.
+    pub fps_mean: Option<f64>,
+    /// The lowest of the sites' frames per second.
+    pub fps_min: Option<f64>,
     /// Mean of the sites' loss after repair.
     pub loss_after_repair_mean: f64,
 }
@@ -791,6 +795,7 @@ pub fn summarize<'a>(profile: &str, sites: impl Iterator<Item = &'a SiteReport>)
     ttff.sort_by(f64::total_cmp);
     let continuity: Vec<f64> = sites.iter().filter_map(|s| s.audio.continuity).collect();
     let (freeze, watch) = sites.iter().fold((0.0, 0.0), |(f, w), s| (f + s.video.freeze_ms, w + s.video.watch_ms));
+    let fps: Vec<f64> = sites.iter().filter(|s| s.video.watch_ms > 0.0).map(|s| s.video.fps).collect();
     ProfileSummary {
         profile: profile.to_owned(),
         sites: sites.len(),
@@ -803,6 +808,8 @@ pub fn summarize<'a>(profile: &str, sites: impl Iterator<Item = &'a SiteReport>)
             .then(|| continuity.iter().sum::<f64>() / continuity.len() as f64),
         audio_worst_gap_ms: sites.iter().filter_map(|s| s.audio.longest_gap_ms).reduce(f64::max),
         freeze_share: if watch > 0.0 { freeze / watch } else { 0.0 },
+        fps_mean: (!fps.is_empty()).then(|| fps.iter().sum::<f64>() / fps.len() as f64),
+        fps_min: fps.iter().copied().reduce(f64::min),
         loss_after_repair_mean: if sites.is_empty() {
             0.0
         } else {

@@ -292,12 +292,12 @@ fn drill_run(
         eprintln!("[{bar:<20}] {:>3.0}% {:>4.0} s: {p}", done * 100.0, p.elapsed.as_secs_f64());
     }))?;
     let r = &output.report;
-    println!("profile	sites	connected	video	first frame p95 ms	audio continuity	worst gap ms	freeze %	result");
+    println!("profile	sites	connected	video	first frame p95 ms	audio continuity	worst gap ms	freeze %	fps min	result");
     for p in &r.profiles {
         let s = &p.summary;
         let f = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
         println!(
-            "{}	{}	{}	{}	{}	{}	{}	{:.2}	{}",
+            "{}	{}	{}	{}	{}	{}	{}	{:.2}	{}	{}",
             s.profile,
             s.sites,
             s.connected,
@@ -306,6 +306,7 @@ fn drill_run(
             f(s.audio_continuity_mean, 4),
             f(s.audio_worst_gap_ms, 0),
             100.0 * s.freeze_share,
+            f(s.fps_min, 1),
             if p.passed { "passed" } else { "FAILED" }
         );
         for c in p.checks.iter().filter(|c| !c.passed) {
