@@ -47,6 +47,9 @@ pub struct TrackLayers {
     bytes: [[u64; TEMPORAL]; LAYERS],
     /// Smoothed kbit/s per pair, once measured.
     kbps: [[Option<f64>; TEMPORAL]; LAYERS],
+    /// Packets per simulcast layer in the current window, and the smoothed packets per second.
+    packets: [u64; LAYERS],
+    pps: [Option<f64>; LAYERS],
     window_start: Option<Instant>,
 }
 
@@ -63,6 +66,7 @@ impl TrackLayers {
         let layer = layer.min(LAYERS - 1);
         let t = usize::from(tid.unwrap_or(0)).min(TEMPORAL - 1);
         self.bytes[layer][t] += (payload + PACKET_OVERHEAD) as u64;
+        self.packets[layer] += 1;
         match tid {
             Some(tid) if self.max_tid[layer].is_none_or(|m| tid > m) => {
                 self.max_tid[layer] = Some(tid.min(TEMPORAL as u8 - 1));
@@ -74,17 +78,28 @@ impl TrackLayers {
 
     fn close_window(&mut self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64().max(1e-3);
-        for (bytes, kbps) in self.bytes.iter_mut().zip(self.kbps.iter_mut()) {
+        let smooth = |old: Option<f64>, now: f64| Some(old.map_or(now, |old| old + SMOOTHING * (now - old)));
+        for ((bytes, kbps), (packets, pps)) in
+            self.bytes.iter_mut().zip(self.kbps.iter_mut()).zip(self.packets.iter_mut().zip(self.pps.iter_mut()))
+        {
             // A simulcast layer that sent nothing in the window keeps its last figures (paused by dynacast, or gone).
-            if bytes.iter().all(|b| *b == 0) {
+            if *packets == 0 {
                 continue;
             }
+            *pps = smooth(*pps, *packets as f64 / secs);
+            *packets = 0;
             for (b, k) in bytes.iter_mut().zip(kbps.iter_mut()) {
-                let now = *b as f64 * 8.0 / secs / 1000.0;
-                *k = Some(k.map_or(now, |old| old + SMOOTHING * (now - old)));
+                *k = smooth(*k, *b as f64 * 8.0 / secs / 1000.0);
                 *b = 0;
             }
         }
+    }
+
+    /// The share of [`kbps`](Self::kbps) that is packet overhead, kbit/s (0 until measured): what a redundant copy
+    /// of the payload (RED) does not repeat.
+    pub fn overhead_kbps(&self, layer: usize) -> u32 {
+        let pps = self.pps.get(layer).copied().flatten().unwrap_or(0.0);
+        (pps * PACKET_OVERHEAD as f64 * 8.0 / 1000.0).round() as u32
     }
 
     /// How many temporal layers simulcast layer `layer` carries (1 without temporal layers).
@@ -151,6 +166,8 @@ mod tests {
         assert!((97..=103).contains(&all), "{all}");
         // Another simulcast layer is priced on its own.
         assert_eq!(t.kbps(2, u8::MAX, 500), 500);
+        // 30 packets/s of 40 bytes of headers: 9.6 kbit/s.
+        assert_eq!((t.overhead_kbps(1), t.overhead_kbps(2)), (10, 0));
     }
 
     #[test]

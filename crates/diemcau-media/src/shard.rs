@@ -226,8 +226,9 @@ pub(crate) struct Shard {
 
 const MAX_BATCH: usize = 64;
 
-/// What the allocator counts for an audio slot, kbit/s.
-const AUDIO_KBPS: u32 = 32;
+/// What the allocator counts for an audio slot until its rate is measured, kbit/s: Opus at 32 kbit/s in 20 ms
+/// packets (a browser's default for speech) with 16 kbit/s of packet overhead.
+const AUDIO_KBPS: u32 = 48;
 
 /// The nominal bitrate of a simulcast layer, kbit/s (the chair page's encodings: 180p, 360p, 720p).
 fn layer_kbps(rid: Rid) -> u32 {
@@ -711,6 +712,9 @@ impl Shard {
                 None if self.layers.contains_key(&f.track) => continue,
                 None => None,
             };
+            if f.track.kind == Kind::Audio && self.adaptive {
+                self.rates.entry(f.track).or_default().record(f.received, 0, None, f.payload.len());
+            }
             let Some(list) = self.subs.get(&f.track) else { continue };
             let mut want_keyframe = false;
             for (pid, mid) in list {
@@ -870,10 +874,15 @@ impl Shard {
             let Some(slot) = peer.slots.get(&mid) else { continue };
             let Some(src) = slot.source else { continue };
             let (priority, rids, kbps) = match slot.kind {
-                // With RED, audio costs twice.
+                // Audio at its measured rate; with RED, its payload twice.
                 Kind::Audio => {
                     let red = peer.red_pt.is_some() && peer.lossy.active(crate::now());
-                    (Priority::ChairAudio, Vec::new(), vec![AUDIO_KBPS * if red { 2 } else { 1 }])
+                    let (kbps, overhead) = match self.rates.get(&src) {
+                        Some(r) => (r.kbps(0, u8::MAX, AUDIO_KBPS), r.overhead_kbps(0)),
+                        None => (AUDIO_KBPS, 16),
+                    };
+                    let kbps = if red { kbps + kbps.saturating_sub(overhead) } else { kbps };
+                    (Priority::ChairAudio, Vec::new(), vec![kbps])
                 }
                 Kind::Video => {
                     // Without simulcast there is nothing to choose: the track is forwarded as it comes.
