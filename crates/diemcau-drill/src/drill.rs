@@ -26,6 +26,7 @@
 //! keyframe_interval_s = 10
 //! audio = true
 //! audio_kbps = 32
+//! audio_ptime_ms = 20                 # 20, 40 or 60 ms audio packets (60: the low-bandwidth profile's)
 //! simulcast = false                   # three layers q/h/f (this one is h), as the chair page sends
 //! temporal_layers = 1                 # 1, 2 or 3: each layer in temporal layers (L1T3 at 30 fps: 7.5/15/30 fps)
 //!
@@ -217,6 +218,7 @@ struct ChairToml {
     keyframe_interval_s: Option<f64>,
     audio: Option<bool>,
     audio_kbps: Option<u32>,
+    audio_ptime_ms: Option<u32>,
     simulcast: Option<bool>,
     temporal_layers: Option<u8>,
 }
@@ -362,10 +364,17 @@ impl Scenario {
                     },
                     audio: c.audio.unwrap_or(d.audio),
                     audio_kbps: c.audio_kbps.unwrap_or(d.audio_kbps),
+                    audio_ptime_ms: c.audio_ptime_ms.unwrap_or(d.audio_ptime_ms),
                     max_payload: d.max_payload,
                     simulcast: c.simulcast.unwrap_or(d.simulcast),
                     temporal_layers: c.temporal_layers.unwrap_or(d.temporal_layers),
                 };
+                if ![20, 40, 60].contains(&p.audio_ptime_ms) {
+                    return Err(DrillError::Config(format!(
+                        "chair.audio_ptime_ms = {}: expected 20, 40 or 60",
+                        p.audio_ptime_ms
+                    )));
+                }
                 if !(1..=3).contains(&p.temporal_layers) {
                     return Err(DrillError::Config(format!(
                         "chair.temporal_layers = {}: expected 1, 2 or 3",

@@ -329,6 +329,25 @@ impl VideoStream {
     }
 }
 
+/// How many 20 ms slots an Opus packet covers, from its TOC byte (RFC 6716 §3.1): the frame duration of its
+/// configuration times its frame count; at least one (a packet shorter than 20 ms, or unreadable, counts as one).
+fn opus_slots(payload: &[u8]) -> u64 {
+    let Some(&toc) = payload.first() else { return 1 };
+    let config = toc >> 3;
+    // Frame duration in tenths of a millisecond.
+    let tenths: u64 = match config {
+        0..=11 => [100, 200, 400, 600][usize::from(config % 4)],
+        12..=15 => [100, 200][usize::from(config % 2)],
+        _ => [25, 50, 100, 200][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => payload.get(1).map_or(1, |b| u64::from(b & 0x3f)),
+    };
+    (tenths * frames / 200).max(1)
+}
+
 /// Which 20 ms slots received audio, with a window open for late packets.
 #[derive(Debug, Default)]
 struct AudioStream {
@@ -379,16 +398,25 @@ impl AudioStream {
         }
     }
 
-    fn on_packet(&mut self, now: Instant, ts: u32) {
+    /// A packet at `ts` carrying `slots` 20 ms slots of audio.
+    fn on_packet(&mut self, now: Instant, ts: u32, slots: u64) {
         let ts = self.ts.extend(ts);
         self.last_arrival = Some(now);
-        let Some(origin) = self.origin else {
-            self.origin = Some(ts);
-            self.window = vec![0; (AUDIO_WINDOW / 64) as usize];
-            self.set(0, true);
-            return;
+        let origin = match self.origin {
+            Some(o) => o,
+            None => {
+                self.origin = Some(ts);
+                self.window = vec![0; (AUDIO_WINDOW / 64) as usize];
+                ts
+            }
         };
-        let Some(slot) = ts.checked_sub(origin).map(|d| d / AUDIO_SLOT_TICKS) else { return };
+        let Some(first) = ts.checked_sub(origin).map(|d| d / AUDIO_SLOT_TICKS) else { return };
+        for slot in first..first + slots.clamp(1, 6) {
+            self.cover(slot);
+        }
+    }
+
+    fn cover(&mut self, slot: u64) {
         if slot > self.max_slot {
             // Slots that fall out of the window are final.
             let new_final = (slot + 1).saturating_sub(AUDIO_WINDOW);
@@ -522,7 +550,7 @@ impl Metrics {
         s.first_at.get_or_insert(now);
         match &mut s.state {
             KindState::Video(v) => v.on_packet(now, &p),
-            KindState::Audio(a) => a.on_packet(now, p.ts),
+            KindState::Audio(a) => a.on_packet(now, p.ts, opus_slots(p.payload)),
         }
     }
 
@@ -1020,6 +1048,37 @@ mod tests {
         assert_eq!(r.audio.longest_gap_ms, Some(1_500.0 * 20.0));
         let c = r.audio.continuity.unwrap();
         assert!((c - 5.0 / 1505.0).abs() < 1e-9, "{c}");
+    }
+
+    #[test]
+    fn opus_packets_cover_their_duration() {
+        assert_eq!(opus_slots(&[31 << 3, 0]), 1, "CELT 20 ms");
+        assert_eq!(opus_slots(&[11 << 3, 0]), 3, "SILK 60 ms");
+        assert_eq!(opus_slots(&[10 << 3, 0]), 2, "SILK 40 ms");
+        assert_eq!(opus_slots(&[31 << 3 | 1, 0]), 2, "two 20 ms frames");
+        assert_eq!(opus_slots(&[31 << 3 | 3, 3]), 3, "code 3, three frames");
+        assert_eq!(opus_slots(&[16 << 3]), 1, "2.5 ms counts as a slot");
+        assert_eq!(opus_slots(&[]), 1);
+        // 60 ms packets, one lost: 57 of 60 slots heard, a 60 ms gap.
+        let t0 = Instant::now();
+        let mut m = Metrics::new(t0);
+        for n in 0..20u32 {
+            if n == 7 {
+                continue;
+            }
+            let info = PacketInfo {
+                mid: Mid::from("0"),
+                kind: MediaKind::Audio,
+                seq: u64::from(n),
+                ts: n * 2880,
+                marker: false,
+                payload: &[11 << 3, 1, 2, 3],
+            };
+            m.on_packet(t0 + ms(u64::from(n) * 60), info);
+        }
+        let r = m.summary(t0 + ms(1200));
+        assert_eq!(r.audio.continuity, Some(57.0 / 60.0));
+        assert_eq!(r.audio.longest_gap_ms, Some(60.0));
     }
 
     /// One single-packet frame with a frame-reference record.

@@ -59,8 +59,10 @@ pub struct PublisherConfig {
     pub height: u16,
     /// Send audio.
     pub audio: bool,
-    /// Audio bitrate, kbit/s of RTP payload (20 ms packets).
+    /// Audio bitrate, kbit/s of RTP payload.
     pub audio_kbps: u32,
+    /// Audio packet duration, ms: 20 (a browser's default), 40 or 60 (the low-bandwidth profile).
+    pub audio_ptime_ms: u32,
     /// Send video as three simulcast layers (rids `q`, `h`, `f`): this configuration is `h`; `q` is half its size at
     /// 30% of its bitrate, `f` twice its size at 3× (with the defaults: 320×180 at 150, 640×360 at 500, 1280×720 at
     /// 1,500 kbit/s), as the chair's browser does.
@@ -104,6 +106,7 @@ impl Default for PublisherConfig {
             height: 360,
             audio: true,
             audio_kbps: 32,
+            audio_ptime_ms: 20,
             simulcast: false,
             temporal_layers: 1,
         }
@@ -247,19 +250,29 @@ impl Publisher {
         while let Some(a) = &mut self.audio
             && a.next_at <= now
         {
-            let frame = Duration::from_millis(20);
+            let ptime = match self.cfg.audio_ptime_ms {
+                40 => 40,
+                60 => 60,
+                _ => 20,
+            };
+            let frame = Duration::from_millis(ptime);
             if now.saturating_duration_since(a.next_at) > MAX_CATCH_UP {
-                a.n = (now.saturating_duration_since(a.start).as_millis() / 20) as u64;
+                a.n = (now.saturating_duration_since(a.start).as_millis() / u128::from(ptime)) as u64;
             }
             let capture = a.start + frame * (a.n as u32);
-            let size = (self.cfg.audio_kbps as usize * 1000 / 8 / 50).max(3);
+            let size = (self.cfg.audio_kbps as usize * ptime as usize / 8).max(3);
             let mut payload = Vec::with_capacity(size);
-            payload.push(0xf8); // TOC: config 31 (CELT FB 20 ms), mono, one frame
+            // TOC, mono, one frame: config 31 (CELT FB 20 ms), 10 or 11 (SILK WB 40 or 60 ms) — what Opus uses.
+            payload.push(match ptime {
+                40 => 10 << 3,
+                60 => 11 << 3,
+                _ => 31 << 3,
+            });
             payload.resize(size, (a.n as u8) | 1);
             out.push(OutPacket {
                 kind: MediaKind::Audio,
                 seq: a.seq,
-                ts: a.ts0.wrapping_add((a.n * 960) as u32),
+                ts: a.ts0.wrapping_add((a.n * 48 * ptime) as u32),
                 marker: self.stats.audio_packets == 0,
                 keyframe: false,
                 capture,
