@@ -168,7 +168,9 @@ impl Allocator {
     }
 
     /// The allocation for the estimate `estimate_kbps` at `now`. A track seen for the first time starts at its
-    /// lowest layer if that fits (with headroom); audio always follows the estimate at once.
+    /// lowest layer if that fits (without headroom: the start estimate is low by design, ≤ 300 kbit/s, and a keyframe
+    /// burst in the measured price would otherwise leave a joining site without picture); audio always follows the
+    /// estimate at once.
     pub fn update(&mut self, now: Instant, estimate_kbps: u32, wanted: &[Wanted]) -> &[Choice] {
         // The current layer of each track wanted now; `None` for a track never allocated before.
         let prev: Vec<Option<Option<usize>>> = wanted
@@ -219,7 +221,7 @@ impl Allocator {
             };
             (0..wanted.len())
                 .map(|i| match prev[i] {
-                    None => roomy[i].layer.map(|_| 0),
+                    None => keep[i].layer.map(|_| 0),
                     Some(c) if raise_now && below(c, roomy[i].layer) => Some(c.map_or(0, |l| l + 1)),
                     Some(c) => c,
                 })
@@ -274,6 +276,17 @@ mod tests {
 
     fn layers(c: &[Choice]) -> Vec<Option<usize>> {
         c.iter().map(|c| c.layer).collect()
+    }
+
+    #[test]
+    fn a_new_track_starts_at_its_lowest_layer_when_it_just_fits() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        // Audio 80 (with RED) + 180p 200 (a keyframe in the measured price) = 280 ≤ 300, under 280 × HEADROOM.
+        let wanted = [w(1, Priority::ChairAudio, &[80]), w(2, Priority::ChairVideo, &[200, 520, 1560])];
+        assert_eq!(layers(a.update(t0, 300, &wanted)), vec![Some(0), Some(0)]);
+        let mut b = Allocator::new();
+        assert_eq!(layers(b.update(t0, 270, &wanted)), vec![Some(0), None], "does not fit: paused");
     }
 
     #[test]
