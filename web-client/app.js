@@ -15,7 +15,7 @@ const MAX_SDP = 500000; // the bridge refuses messages over 512 KiB
 // Test hooks (read by the end-to-end tests through WebDriver); mutated in place, never replaced.
 export const D = (window.diemcau = {
   pc: null, ws: null, state: 'connecting', role: null, welcome: null, slots: [], roster: [], stats: null,
-  lastError: null, local: null, muted: false, profile: null, videoOn: true, audioOnly: false,
+  lastError: null, local: null, muted: false, profile: null, weakest: null, videoOn: true, audioOnly: false,
   inboundVideo: () => inbound('video'),
   inboundAudio: () => inbound('audio'),
 });
@@ -253,11 +253,18 @@ const LAYERS = {
 // link still sends a small picture (the chair checks each site's picture at roll call); it receives audio only.
 const VIDEO_CAP = { standard: 500, low: 150, audio_only: 64 };
 const LOW_AUDIO = ['low', 'audio_only'];
+// In a meeting with a satellite or EDGE commune (welcome.weakest_link audio_only), every page sends what such a
+// commune can receive in 128 kbit/s: low-bandwidth audio and its 180p layer at this rate, kbit/s (the bridge forwards
+// its base temporal layer, 7.5 fps, ≈ 40 kbit/s).
+const WEAK_MEETING_Q_KBPS = 100;
+const weakMeeting = () => D.weakest === 'audio_only';
+const sendsLowAudio = () => LOW_AUDIO.includes(D.profile) || weakMeeting();
 
-/** On a weak link (profile low or audio_only) the answer asks our Opus encoder for 60 ms packets at 16 kbit/s with
- *  in-band FEC: a third of the packets (and of their headers) of the default 20 ms, and loss concealed from FEC. */
+/** On a weak link (profile low or audio_only), or in a meeting with one, the answer asks our Opus encoder for 60 ms
+ *  packets at 16 kbit/s with in-band FEC: a third of the packets (and of their headers) of the default 20 ms, and
+ *  loss concealed from FEC. */
 function lowAudio(sdp) {
-  if (!LOW_AUDIO.includes(D.profile)) return sdp;
+  if (!sendsLowAudio()) return sdp;
   const lines = sdp.split('\r\n');
   const out = [];
   let audio = false, opus = null;
@@ -277,16 +284,21 @@ function lowAudio(sdp) {
 }
 
 /** Our camera's encodings: the role's simulcast layers, lowest first, each active while the bridge wants our video
- *  ("publish") and its rate fits in the link profile's cap (the lowest layer always does, at most at the cap). */
+ *  ("publish") and its rate fits in the link profile's cap (the lowest layer always does, at most at the cap). Each
+ *  in three temporal layers (L1T3: 7.5 / 15 / 30 fps at 30 fps), which the bridge forwards separately. */
 function encodings() {
   const layers = LAYERS[D.role] || LAYERS.site;
   const cap = VIDEO_CAP[D.profile];
   let left = cap == null ? Infinity : cap;
   return layers.map(([rid, scale, kbps], i) => {
+    if (i === 0 && weakMeeting()) kbps = Math.min(kbps, WEAK_MEETING_Q_KBPS);
     const fits = i === 0 || kbps <= left;
     const rate = Math.min(kbps, left);
     if (fits) left -= rate;
-    return { rid, scaleResolutionDownBy: scale, maxBitrate: Math.max(rate, 16) * 1000, active: D.videoOn && fits };
+    return {
+      rid, scaleResolutionDownBy: scale, maxBitrate: Math.max(rate, 16) * 1000, active: D.videoOn && fits,
+      scalabilityMode: 'L1T3',
+    };
   });
 }
 
@@ -311,8 +323,9 @@ function newPc(w) {
   const pc = (D.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }));
   const streams = D.local ? [D.local] : [];
   D.profile = w.profile || null;
+  D.weakest = w.weakest_link || null;
   D.videoOn = true; // a new peer connection starts sending; the bridge says "publish" when nobody watches
-  const audio = LOW_AUDIO.includes(D.profile) ? { sendEncodings: [{ maxBitrate: 16000 }] } : {};
+  const audio = sendsLowAudio() ? { sendEncodings: [{ maxBitrate: 16000 }] } : {};
   // Our own mic (or an empty sender): the bridge sends audio back on it too (the chair's, on a site page).
   pc.addTransceiver(D.local?.getAudioTracks()[0] || 'audio', { direction: 'sendrecv', streams, ...audio });
   // Our camera, simulcast, send only (the bridge's answer to a simulcast section carries no stream of its own); a

@@ -193,3 +193,17 @@ pub fn second_site_url(running: &diemcau::Running) -> anyhow::Result<String> {
     let token = running.state.mint_token(meeting.id, second, diemcau_proto::Role::Site, 3600);
     Ok(format!("{}/site?token={token}", running.base_url))
 }
+
+/// The simulcast layers of the demo chair's camera as the bridge's statistics endpoint reports them
+/// (`[{"rid":"q","temporal_layers":3,"kbps":80},…]`; empty before they arrive).
+pub async fn chair_layers_in(running: &diemcau::Running) -> anyhow::Result<Vec<serde_json::Value>> {
+    let url = format!(
+        "{}/api/meetings/{}/stats?token={}",
+        running.base_url,
+        running.demo.meeting_id,
+        running.token(diemcau_proto::Role::Technician, running.demo.chair_site_id)
+    );
+    let stats: serde_json::Value = reqwest::get(&url).await?.json().await?;
+    let chair = stats["peers"].as_array().and_then(|p| p.iter().find(|p| p["role"] == "chair")).cloned();
+    Ok(chair.as_ref().and_then(|c| c["layers_in"].as_array()).cloned().unwrap_or_default())
+}

@@ -1122,6 +1122,7 @@ mod tests {
             grid_size: 4,
             audio_slots: 2,
             profile: None,
+            weakest_link: None,
         };
         ws.send(Message::text(welcome.to_json())).await?;
         let ClientMsg::Offer { sdp } = next(ws.next().await)? else { bail!("expected an offer") };

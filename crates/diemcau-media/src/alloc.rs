@@ -221,7 +221,10 @@ impl Allocator {
             };
             (0..wanted.len())
                 .map(|i| match prev[i] {
-                    None => keep[i].layer.map(|_| 0),
+                    // A new track starts where the estimate allows with headroom, else at its lowest layer if
+                    // that fits at all (so that a site joining on the initial estimate climbs no more steps than
+                    // it must: with L1T3 the 180p layer alone is three).
+                    None => roomy[i].layer.or(keep[i].layer.map(|_| 0)),
                     Some(c) if raise_now && below(c, roomy[i].layer) => Some(c.map_or(0, |l| l + 1)),
                     Some(c) => c,
                 })
@@ -287,6 +290,18 @@ mod tests {
         assert_eq!(layers(a.update(t0, 300, &wanted)), vec![Some(0), Some(0)]);
         let mut b = Allocator::new();
         assert_eq!(layers(b.update(t0, 270, &wanted)), vec![Some(0), None], "does not fit: paused");
+    }
+
+    #[test]
+    fn a_new_track_starts_at_the_highest_layer_that_fits_with_headroom() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        // 180p at 7.5 / 15 / 30 fps, 360p at 15 / 30 fps; 300 kbit/s: 300 / 1.15 = 260 ≥ 80 + 150, < 80 + 300.
+        let wanted = [w(1, Priority::ChairAudio, &[80]), w(2, Priority::ChairVideo, &[60, 90, 150, 300, 500])];
+        assert_eq!(layers(a.update(t0, 300, &wanted)), vec![Some(0), Some(2)]);
+        // Later raises wait HOLD, one step at a time.
+        assert_eq!(layers(a.update(t0 + Duration::from_millis(100), 2000, &wanted)), vec![Some(0), Some(2)]);
+        assert_eq!(layers(a.update(t0 + HOLD + Duration::from_millis(100), 2000, &wanted)), vec![Some(0), Some(3)]);
     }
 
     #[test]
@@ -356,8 +371,8 @@ mod tests {
                 log.push((ms, c[1].layer));
             }
         }
-        // Starts at the base, climbs one layer per hold to 360p (720p at 1,500 needs 1,532 × 1.15).
-        assert_eq!(log[0], (0, Some(0)), "{log:?}");
+        // Starts at the highest layer the estimate allows with headroom: 360p (720p at 1,500 needs 1,532 × 1.15).
+        assert_eq!(log[0], (0, Some(3)), "{log:?}");
         assert_eq!(log.iter().rfind(|(ms, _)| *ms < 10_000).map(|l| l.1), Some(Some(3)), "{log:?}");
         // The drop: down within the same update.
         assert!(log.contains(&(10_000, Some(2))), "{log:?}");

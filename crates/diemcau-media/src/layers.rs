@@ -51,6 +51,8 @@ pub struct TrackLayers {
     packets: [u64; LAYERS],
     pps: [Option<f64>; LAYERS],
     window_start: Option<Instant>,
+    /// Windows closed so far.
+    windows: u64,
 }
 
 impl TrackLayers {
@@ -76,7 +78,13 @@ impl TrackLayers {
         }
     }
 
+    /// How many measurement windows have closed (changes when the figures do).
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+
     fn close_window(&mut self, elapsed: Duration) {
+        self.windows += 1;
         let secs = elapsed.as_secs_f64().max(1e-3);
         let smooth = |old: Option<f64>, now: f64| Some(old.map_or(now, |old| old + SMOOTHING * (now - old)));
         for ((bytes, kbps), (packets, pps)) in
@@ -105,6 +113,13 @@ impl TrackLayers {
     /// How many temporal layers simulcast layer `layer` carries (1 without temporal layers).
     pub fn temporal_layers(&self, layer: usize) -> u8 {
         self.max_tid.get(layer).copied().flatten().map_or(1, |m| m + 1)
+    }
+
+    /// What simulcast layer `layer` measures with all its temporal layers, kbit/s (`None` until measured).
+    pub fn measured_kbps(&self, layer: usize) -> Option<u32> {
+        let k = self.kbps.get(layer)?;
+        let sum: Option<f64> = k.iter().take(usize::from(self.temporal_layers(layer))).copied().sum();
+        sum.map(|s| s.round().clamp(0.0, f64::from(u32::MAX)) as u32)
     }
 
     /// What simulcast layer `layer` costs with its temporal layers `0..=max_tid` (`u8::MAX`: all), kbit/s: measured,

@@ -190,6 +190,19 @@ pub struct PeerStats {
     pub probe_bytes: u64,
     /// The bridge's estimate of the bandwidth toward the peer, kbit/s (adaptive mode).
     pub estimate_kbps: Option<f64>,
+    /// The simulcast layers of the peer's camera seen arriving, in the order first seen.
+    pub layers_in: Vec<LayerIn>,
+}
+
+/// One simulcast layer a peer sends, as the bridge sees it arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerIn {
+    /// Its RTP stream id (`q`, `h`, `f`).
+    pub rid: String,
+    /// How many temporal layers it carries (VP8 TID): 3 for L1T3, 1 without.
+    pub temporal_layers: u8,
+    /// Its measured bitrate with headers, kbit/s (`None` until a second of it has arrived).
+    pub kbps: Option<u32>,
 }
 
 pub(crate) type StatsMap = Arc<Mutex<HashMap<PeerId, PeerStats>>>;

@@ -31,7 +31,7 @@ use crate::red::{LossyLink, RedHistory, RedReceiver};
 use crate::rewrite::{InPacket, Mapped, SlotRewriter, Vp8Numbers};
 use crate::vp8::Vp8Info;
 use crate::{
-    Command, KEYFRAME_REQUEST_INTERVAL, Kind, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
+    Command, KEYFRAME_REQUEST_INTERVAL, Kind, LayerIn, MediaError, MediaEvent, Negotiated, PeerId, PeerStats, ShardMsg,
     SlotInfo, StatsMap, TrackId,
 };
 
@@ -688,13 +688,28 @@ impl Shard {
                         seen.push(rid);
                     }
                     let tid = f.vp8.and_then(|(i, _)| i.tid);
-                    new |= self.rates.entry(f.track).or_default().record(
-                        f.received,
-                        layer_index(Some(rid)),
-                        tid,
-                        f.payload.len(),
-                    );
+                    let rates = self.rates.entry(f.track).or_default();
+                    let windows = rates.windows();
+                    new |= rates.record(f.received, layer_index(Some(rid)), tid, f.payload.len());
+                    let window_closed = rates.windows() != windows;
                     let default = chosen_layer(seen);
+                    // The publisher's statistics: its layers, refreshed at a new one and with each window.
+                    if (new || window_closed)
+                        && let Some(publisher) = self.peers.get_mut(&f.track.peer)
+                    {
+                        let rates = self.rates.get(&f.track);
+                        publisher.stats.layers_in = seen
+                            .iter()
+                            .map(|rid| {
+                                let layer = layer_index(Some(*rid));
+                                LayerIn {
+                                    rid: rid.to_string(),
+                                    temporal_layers: rates.map_or(1, |r| r.temporal_layers(layer)),
+                                    kbps: rates.and_then(|r| r.measured_kbps(layer)),
+                                }
+                            })
+                            .collect();
+                    }
                     // A new layer: the adaptive subscribers of this track choose again.
                     if new && self.adaptive {
                         for (pid, _) in self.subs.get(&f.track).map(Vec::as_slice).unwrap_or_default() {
@@ -887,23 +902,8 @@ impl Shard {
                 Kind::Video => {
                     // Without simulcast there is nothing to choose: the track is forwarded as it comes.
                     let Some(seen) = self.layers.get(&src).filter(|s| !s.is_empty()) else { continue };
-                    let mut sorted = seen.clone();
-                    sorted.sort_by_key(|r| layer_index(Some(*r)));
-                    // The ladder: the lowest layer at each of its frame rates (7.5, 15, 30 fps with L1T3), then
-                    // each higher layer at its full rate. Prices measured from the packets (nominal until then).
                     let unmeasured = TrackLayers::default();
-                    let rates = self.rates.get(&src).unwrap_or(&unmeasured);
-                    let mut rids = Vec::new();
-                    let mut kbps = Vec::new();
-                    for (i, rid) in sorted.iter().enumerate() {
-                        let layer = layer_index(Some(*rid));
-                        let temporal = if i == 0 { rates.temporal_layers(layer) } else { 1 };
-                        for t in 0..temporal {
-                            let tid = if t + 1 == temporal { u8::MAX } else { t };
-                            rids.push((*rid, tid));
-                            kbps.push(rates.kbps(layer, tid, layer_kbps(*rid)));
-                        }
-                    }
+                    let (rids, kbps) = ladder(seen, self.rates.get(&src).unwrap_or(&unmeasured));
                     // The first video slot is the main picture (the chair's, on a site page); others are tiles.
                     let priority = if first_video { Priority::ChairVideo } else { Priority::Thumbnail };
                     first_video = false;
@@ -1035,7 +1035,28 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
     }
 }
 
-/// Adds one audio packet's loudness (127 − |RFC 6464 level|) to a publisher's running sum and count.
+/// A simulcast track's ladder, lowest first, with each step's price (kbit/s, measured from the packets, nominal until
+/// then): the lowest layer at each of its frame rates (7.5, 15, 30 fps with L1T3), then each higher layer at 15 fps
+/// and at its full rate (a larger picture at 7.5 fps is not worth the 180p at 30 that costs about as much). The 360p
+/// layer at 15 fps (≈ 60% of its rate) is what a 3G commune whose estimate sits below the full 360p still carries.
+fn ladder(seen: &[Rid], rates: &TrackLayers) -> (Vec<(Rid, u8)>, Vec<u32>) {
+    let mut sorted = seen.to_vec();
+    sorted.sort_by_key(|r| layer_index(Some(*r)));
+    let mut rids = Vec::new();
+    let mut kbps = Vec::new();
+    for (i, rid) in sorted.iter().enumerate() {
+        let layer = layer_index(Some(*rid));
+        let temporal = rates.temporal_layers(layer);
+        let lowest = if i == 0 { 0 } else { 1.min(temporal - 1) };
+        for t in lowest..temporal {
+            let tid = if t + 1 == temporal { u8::MAX } else { t };
+            rids.push((*rid, tid));
+            kbps.push(rates.kbps(layer, tid, layer_kbps(*rid)));
+        }
+    }
+    (rids, kbps)
+}
+
 /// Whether `slot` skips the frame of this packet (a temporal layer above its own), after moving its temporal layer
 /// toward its target where that is safe: down at any frame start (nothing below references a higher layer), up at a
 /// base-layer frame or a layer-sync frame within the new limit (the first frame of the added layers then finds its
@@ -1076,6 +1097,7 @@ fn vp8_patch(info: &Vp8Info, desc: &Vp8Descriptor, out: &Vp8Numbers) -> Option<s
     b.build().map_err(|e| trace!(error = %e, "VP8 descriptor not rewritten")).ok()
 }
 
+/// Adds one audio packet's loudness (127 − |RFC 6464 level|) to a publisher's running sum and count.
 fn note_loudness(speech: &mut (u32, u32), level: Option<i8>) {
     if let Some(level) = level {
         let loud = 127 - u32::from(level.unsigned_abs()).min(127);
@@ -1335,5 +1357,28 @@ mod tests {
         let ids: Vec<u64> = [None, Some(r("q")), Some(r("h")), Some(r("f"))].map(|l| source_id(t, l)).to_vec();
         assert_eq!(ids.iter().map(|i| i >> 2).collect::<Vec<_>>(), vec![t.as_u64(); 4]);
         assert_eq!(ids.iter().map(|i| i & 3).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_ladder_has_every_frame_rate_of_180p_then_15_and_30_fps_of_larger_layers() {
+        let r = |s: &str| Rid::from(s);
+        // Without temporal layers: one step per simulcast layer, nominal prices.
+        let (rids, kbps) = ladder(&[r("h"), r("q"), r("f")], &TrackLayers::default());
+        assert_eq!(rids, vec![(r("q"), u8::MAX), (r("h"), u8::MAX), (r("f"), u8::MAX)]);
+        assert_eq!(kbps, vec![150, 500, 1500]);
+        // L1T3 on every layer (prices still nominal: 40 / 60 / 100% of each layer).
+        let mut rates = TrackLayers::default();
+        let t0 = std::time::Instant::now();
+        for layer in 1..=3 {
+            for tid in [0, 1, 2] {
+                rates.record(t0, layer, Some(tid), 100);
+            }
+        }
+        let (rids, kbps) = ladder(&[r("q"), r("h"), r("f")], &rates);
+        let want = [(r("q"), 0), (r("q"), 1), (r("q"), u8::MAX), (r("h"), 1), (r("h"), u8::MAX), (r("f"), 1)];
+        assert_eq!(rids[..6], want);
+        assert_eq!(rids[6], (r("f"), u8::MAX));
+        assert_eq!(kbps, vec![60, 90, 150, 300, 500, 900, 1500]);
+        assert!(kbps.windows(2).all(|w| w[0] < w[1]), "prices rise with the ladder: {kbps:?}");
     }
 }

@@ -356,6 +356,12 @@ pub enum ServerMsg {
         /// is capped at 500 kbit/s (`standard`), 150 kbit/s (`low`) or 64 kbit/s (`audio_only`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<LinkProfile>,
+        /// The weakest link among the meeting's invited sites (the same sources as `profile`); absent: none known.
+        /// With `audio_only` (a satellite or EDGE commune is invited) every page, the chair's first, sends Opus in
+        /// 60 ms packets at 16 kbit/s and its 180p layer at 100 kbit/s: what such a commune hears and sees must fit
+        /// 128 kbit/s, and the bridge forwards, it does not transcode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weakest_link: Option<LinkProfile>,
     },
     /// Answer to a [`ClientMsg::Offer`].
     Answer {

@@ -124,6 +124,8 @@ struct PeerRow {
     packets_in: u64,
     packets_out: u64,
     shard: Option<usize>,
+    /// The simulcast layers of its camera arriving at the bridge, with their temporal layers.
+    layers_in: Vec<diemcau_media::LayerIn>,
     client: Option<diemcau_proto::ClientStats>,
 }
 
@@ -200,6 +202,7 @@ pub(crate) async fn stats(
                     packets_in: s.map(|s| s.packets_in).unwrap_or(0),
                     packets_out: s.map(|s| s.packets_out).unwrap_or(0),
                     shard: s.map(|s| s.shard),
+                    layers_in: s.map(|s| s.layers_in.clone()).unwrap_or_default(),
                     client: m.client_stats.clone(),
                 }
             })
@@ -348,6 +351,7 @@ mod tests {
             packets_in: 0,
             packets_out: 0,
             shard: None,
+            layers_in: Vec::new(),
             client: None,
         }
     }

@@ -121,6 +121,7 @@ async fn run(
         grid_size: 0,
         audio_slots: 0,
         profile: None,
+        weakest_link: None,
     };
     send(sink, &welcome).await?;
 

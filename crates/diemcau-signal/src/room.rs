@@ -71,12 +71,14 @@ pub(crate) struct Room {
     pub(crate) chair_site_id: i64,
     pub(crate) sites: Vec<RoomSite>,
     pub(crate) members: HashMap<PeerId, Member>,
+    /// The weakest link among the invited sites when the room was opened (see `ServerMsg::Welcome::weakest_link`).
+    pub(crate) weakest_link: Option<diemcau_proto::LinkProfile>,
     next_seq: u64,
 }
 
 impl Room {
     pub(crate) fn new(title: String, chair_site_id: i64, sites: Vec<RoomSite>) -> Room {
-        Room { title, chair_site_id, sites, members: HashMap::new(), next_seq: 0 }
+        Room { title, chair_site_id, sites, members: HashMap::new(), weakest_link: None, next_seq: 0 }
     }
 
     pub(crate) fn site_name(&self, id: i64) -> String {

@@ -3,6 +3,7 @@
 //! Every refusal is a WebSocket close with a code from [`diemcau_proto::close`] and a reason that says what was
 //! wrong; nothing a client sends can disturb another connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -73,12 +74,35 @@ pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claim
     let mut ids = vec![meeting.chair_site_id];
     ids.extend(meeting.invited.iter().copied());
     let mut sites = Vec::with_capacity(ids.len());
+    let mut hints = HashMap::new();
     for id in ids {
         if let Ok(Some(s)) = state.store.site(id) {
+            if s.id != meeting.chair_site_id {
+                hints.insert(s.id, s.link_hint);
+            }
             sites.push(RoomSite { id: s.id, name: s.name, kind: s.kind, parent_id: s.parent_id });
         }
     }
-    Ok((claims, Room::new(meeting.title, meeting.chair_site_id, sites)))
+    let mut room = Room::new(meeting.title, meeting.chair_site_id, sites);
+    room.weakest_link = weakest_link(state, hints);
+    Ok((claims, room))
+}
+
+/// The weakest link among invited sites (`hints`: site id → directory link hint): each site's latest link check's
+/// recommendation, else its hint.
+fn weakest_link(state: &AppState, hints: HashMap<i64, Option<String>>) -> Option<diemcau_proto::LinkProfile> {
+    let mut checked = HashMap::new();
+    if let Ok(checks) = state.store.latest_link_checks(None) {
+        for c in checks.into_iter().filter(|c| hints.contains_key(&c.site_id)) {
+            checked.insert(c.site_id, c.result.recommended);
+        }
+    }
+    hints
+        .into_iter()
+        .filter_map(|(id, hint)| {
+            checked.get(&id).copied().or_else(|| hint.as_deref().and_then(diemcau_proto::LinkProfile::from_link_hint))
+        })
+        .min()
 }
 
 async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
@@ -186,6 +210,7 @@ async fn run(state: Arc<AppState>, claims: Claims, fresh_room: Room, peer: PeerI
             grid_size: state.cfg.grid_size,
             audio_slots: state.cfg.audio_slots,
             profile,
+            weakest_link: room.weakest_link,
         };
         room.broadcast_roster();
         if claims.role == Role::Site && state.cfg.sites_start_muted {
