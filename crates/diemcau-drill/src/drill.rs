@@ -29,11 +29,13 @@
 //! audio_ptime_ms = 20                 # 20, 40 or 60 ms audio packets (60: the low-bandwidth profile's)
 //! simulcast = false                   # three layers q/h/f (this one is h), as the chair page sends
 //! temporal_layers = 1                 # 1, 2 or 3: each layer in temporal layers (L1T3 at 30 fps: 7.5/15/30 fps)
+//! q_kbps = 100                        # optional: the q layer's rate (default 30% of video_kbps)
 //!
 //! [[event]]                           # optional, any number: a link change for a share of the sites
 //! at_s = 30                           # from the start of the drill
 //! change = "rate"                     # rate | loss | outage | recover | profile
 //! kbps = 250                          # rate: kbit/s or "unlimited"
+//! queue_ms = 200                      # rate, optional: resize the queue to this many ms at the new rate
 //! direction = "down"                  # optional: up | down (both by default)
 //! share = 0.5                         # optional (1): share of the eligible sites, chosen with the seed
 //! profiles = ["3g"]                   # optional (all): which presets' sites are eligible
@@ -221,6 +223,7 @@ struct ChairToml {
     audio_ptime_ms: Option<u32>,
     simulcast: Option<bool>,
     temporal_layers: Option<u8>,
+    q_kbps: Option<u32>,
 }
 
 fn fibre() -> String {
@@ -240,6 +243,7 @@ struct EventToml {
     at_s: f64,
     change: String,
     kbps: Option<RateToml>,
+    queue_ms: Option<u32>,
     loss: Option<f64>,
     duration_s: Option<f64>,
     name: Option<String>,
@@ -272,10 +276,14 @@ impl EventToml {
                     Some(RateToml::Word(w)) => return Err(bad(format!("kbps `{w}`: a number or \"unlimited\""))),
                     None => return Err(bad("change = \"rate\" needs kbps".into())),
                 };
-                Change::Rate { dir: self.direction, kbps }
+                if self.queue_ms == Some(0) {
+                    return Err(bad("queue_ms must be above 0".into()));
+                }
+                Change::Rate { dir: self.direction, kbps, queue_ms: self.queue_ms }
             }
             "loss" => {
                 unused("kbps", self.kbps.is_some())?;
+                unused("queue_ms", self.queue_ms.is_some())?;
                 unused("duration_s", self.duration_s.is_some())?;
                 unused("name", self.name.is_some())?;
                 let loss = self.loss.ok_or_else(|| bad("change = \"loss\" needs loss (0..=1)".into()))?;
@@ -286,6 +294,7 @@ impl EventToml {
             }
             "outage" => {
                 unused("kbps", self.kbps.is_some())?;
+                unused("queue_ms", self.queue_ms.is_some())?;
                 unused("loss", self.loss.is_some())?;
                 unused("name", self.name.is_some())?;
                 let duration = self.duration_s.map(|s| seconds(&format!("{at}: duration_s"), s)).transpose()?;
@@ -293,6 +302,7 @@ impl EventToml {
             }
             "recover" => {
                 unused("kbps", self.kbps.is_some())?;
+                unused("queue_ms", self.queue_ms.is_some())?;
                 unused("loss", self.loss.is_some())?;
                 unused("duration_s", self.duration_s.is_some())?;
                 unused("name", self.name.is_some())?;
@@ -300,6 +310,7 @@ impl EventToml {
             }
             "profile" => {
                 unused("kbps", self.kbps.is_some())?;
+                unused("queue_ms", self.queue_ms.is_some())?;
                 unused("loss", self.loss.is_some())?;
                 unused("duration_s", self.duration_s.is_some())?;
                 unused("direction", self.direction.is_some())?;
@@ -368,7 +379,11 @@ impl Scenario {
                     max_payload: d.max_payload,
                     simulcast: c.simulcast.unwrap_or(d.simulcast),
                     temporal_layers: c.temporal_layers.unwrap_or(d.temporal_layers),
+                    q_kbps: c.q_kbps,
                 };
+                if p.q_kbps == Some(0) {
+                    return Err(DrillError::Config("chair.q_kbps must be above 0".into()));
+                }
                 if ![20, 40, 60].contains(&p.audio_ptime_ms) {
                     return Err(DrillError::Config(format!(
                         "chair.audio_ptime_ms = {}: expected 20, 40 or 60",
@@ -670,7 +685,7 @@ mod tests {
         let (profile, chair) = s.chair.as_ref().unwrap();
         assert_eq!((profile.as_str(), chair.video_kbps, chair.fps), ("adsl", 300, 15));
         assert_eq!(s.events.len(), 3);
-        assert_eq!(s.events[0].change, Change::Rate { dir: Some(Direction::Down), kbps: Some(250) });
+        assert_eq!(s.events[0].change, Change::Rate { dir: Some(Direction::Down), kbps: Some(250), queue_ms: None });
         assert_eq!(s.events[0].share, 0.5);
         assert_eq!(s.events[1].change, Change::Outage { dir: None, duration: Some(Duration::from_millis(2500)) });
         assert_eq!(s.thresholds_for("vsat").audio_continuity_min, Some(0.9));

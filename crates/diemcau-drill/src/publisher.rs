@@ -69,6 +69,9 @@ pub struct PublisherConfig {
     pub simulcast: bool,
     /// Temporal layers per video layer: 1 (none), 2 or 3.
     pub temporal_layers: u8,
+    /// With simulcast, the `q` layer's bitrate, kbit/s, instead of 30% of `h`'s (the chair page sends 100 in a
+    /// meeting with satellite communes).
+    pub q_kbps: Option<u32>,
 }
 
 /// Simulcast rids, lowest first.
@@ -82,8 +85,13 @@ impl PublisherConfig {
             "f" => (2, 1, 300),
             _ => (1, 1, 100),
         };
+        let kbps = match (rid, self.q_kbps) {
+            ("q", Some(q)) => q,
+            _ => self.video_kbps * kbps_pct / 100,
+        };
         PublisherConfig {
-            video_kbps: (self.video_kbps * kbps_pct / 100).max(1),
+            video_kbps: kbps.max(1),
+            q_kbps: None,
             width: self.width * num / den,
             height: self.height * num / den,
             audio: false,
@@ -109,6 +117,7 @@ impl Default for PublisherConfig {
             audio_ptime_ms: 20,
             simulcast: false,
             temporal_layers: 1,
+            q_kbps: None,
         }
     }
 }

@@ -256,8 +256,9 @@ fn describe(change: &Change) -> String {
     };
     match change {
         Change::Profile(_) => "new link profile".to_owned(),
-        Change::Rate { dir: d, kbps: Some(k) } => format!("rate {k} kbit/s{}", dir(d)),
-        Change::Rate { dir: d, kbps: None } => format!("rate unlimited{}", dir(d)),
+        Change::Rate { dir: d, kbps: Some(k), queue_ms: Some(q) } => format!("rate {k} kbit/s, queue {q} ms{}", dir(d)),
+        Change::Rate { dir: d, kbps: Some(k), .. } => format!("rate {k} kbit/s{}", dir(d)),
+        Change::Rate { dir: d, kbps: None, .. } => format!("rate unlimited{}", dir(d)),
         Change::Loss { dir: d, loss } => format!("loss {:.1}%{}", loss * 100.0, dir(d)),
         Change::Outage { dir: d, duration: Some(t) } => format!("outage {:.1} s{}", t.as_secs_f64(), dir(d)),
         Change::Outage { dir: d, duration: None } => format!("outage{}", dir(d)),
@@ -1418,7 +1419,7 @@ mod tests {
         cfg.events = vec![
             LinkEvent {
                 at: Duration::from_secs(8),
-                change: Change::Rate { dir: None, kbps: Some(250) },
+                change: Change::Rate { dir: None, kbps: Some(250), queue_ms: None },
                 share: 0.4,
                 profiles: vec!["3g".into()],
             },

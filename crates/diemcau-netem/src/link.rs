@@ -234,6 +234,22 @@ impl<T> Link<T> {
         self.set_config(now, cfg)
     }
 
+    /// Sets the rate and, with `queue_ms`, resizes the queue to hold that many ms at it (at least one 1,500-byte
+    /// packet; an unlimited rate keeps the queue's bytes), as [`set_config`](Self::set_config).
+    pub fn set_rate_queue(
+        &mut self,
+        now: Instant,
+        rate_kbps: Option<u32>,
+        queue_ms: Option<u32>,
+    ) -> Result<(), NetemError> {
+        let queue_bytes = match (rate_kbps, queue_ms) {
+            (Some(kbps), Some(ms)) => (u64::from(kbps) * u64::from(ms) / 8).clamp(1500, usize::MAX as u64) as usize,
+            _ => self.cfg.queue_bytes,
+        };
+        let cfg = LinkConfig { rate_kbps, queue_bytes, ..self.cfg.clone() };
+        self.set_config(now, cfg)
+    }
+
     /// Sets only the random loss, as [`set_config`](Self::set_config).
     pub fn set_loss(&mut self, now: Instant, loss: f64) -> Result<(), NetemError> {
         let cfg = LinkConfig { loss, ..self.cfg.clone() };

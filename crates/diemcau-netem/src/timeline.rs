@@ -27,6 +27,9 @@ pub enum Change {
         dir: Option<Direction>,
         /// New rate in kbit/s.
         kbps: Option<u32>,
+        /// The queue is resized to hold this many ms at the new rate (a router's buffer set in time, as `tc tbf
+        /// latency` does); `None`: it keeps its bytes (200 KB is 200 ms at 8 Mbit/s but 6.4 s at 250 kbit/s).
+        queue_ms: Option<u32>,
     },
     /// The random loss becomes `loss`.
     Loss {
@@ -126,7 +129,10 @@ impl Timeline {
             let at = format!("timeline step {} (at {:?}):", i + 1, step.at);
             match &step.change {
                 Change::Profile(p) => p.validate().map_err(|e| e.within(&at))?,
-                Change::Rate { kbps, .. } => {
+                Change::Rate { kbps, queue_ms, .. } => {
+                    if *queue_ms == Some(0) {
+                        return Err(NetemError::invalid("queue_ms", "must be above 0").within(&at));
+                    }
                     LinkConfig { rate_kbps: *kbps, ..LinkConfig::default() }.validate().map_err(|e| e.within(&at))?
                 }
                 Change::Loss { loss, .. } => {
@@ -150,7 +156,7 @@ struct TimelineToml {
 #[serde(tag = "change", rename_all = "lowercase", deny_unknown_fields)]
 enum StepToml {
     Profile { at_ms: u64, name: String },
-    Rate { at_ms: u64, kbps: RateToml, direction: Option<Direction> },
+    Rate { at_ms: u64, kbps: RateToml, direction: Option<Direction>, queue_ms: Option<u32> },
     Loss { at_ms: u64, loss: f64, direction: Option<Direction> },
     Outage { at_ms: u64, duration_ms: Option<u64>, direction: Option<Direction> },
     Recover { at_ms: u64, direction: Option<Direction> },
@@ -167,7 +173,7 @@ impl StepToml {
     fn into_step(self) -> Result<Step, NetemError> {
         let (at_ms, change) = match self {
             Self::Profile { at_ms, name } => (at_ms, Change::Profile(Profile::preset(&name)?)),
-            Self::Rate { at_ms, kbps, direction } => {
+            Self::Rate { at_ms, kbps, direction, queue_ms } => {
                 let kbps = match kbps {
                     RateToml::Kbps(k) => Some(k),
                     RateToml::Word(w) if w == "unlimited" => None,
@@ -175,7 +181,7 @@ impl StepToml {
                         return Err(NetemError::invalid("kbps", format!("`{w}`: expected a number or \"unlimited\"")));
                     }
                 };
-                (at_ms, Change::Rate { dir: direction, kbps })
+                (at_ms, Change::Rate { dir: direction, kbps, queue_ms })
             }
             Self::Loss { at_ms, loss, direction } => (at_ms, Change::Loss { dir: direction, loss }),
             Self::Outage { at_ms, duration_ms, direction } => {
@@ -293,7 +299,9 @@ impl<T> LinkPair<T> {
         };
         let result = match change {
             Change::Profile(p) => self.up.set_config(at, p.up.clone()).and(self.down.set_config(at, p.down.clone())),
-            Change::Rate { dir, kbps } => dirs(dir).into_iter().try_for_each(|d| self.link_mut(d).set_rate(at, *kbps)),
+            Change::Rate { dir, kbps, queue_ms } => {
+                dirs(dir).into_iter().try_for_each(|d| self.link_mut(d).set_rate_queue(at, *kbps, *queue_ms))
+            }
             Change::Loss { dir, loss } => dirs(dir).into_iter().try_for_each(|d| self.link_mut(d).set_loss(at, *loss)),
             Change::Outage { dir, duration } => {
                 for d in dirs(dir) {
@@ -380,10 +388,13 @@ mod tests {
         let s = |ms| Duration::from_millis(ms);
         let expected = vec![
             Step { at: s(5_000), change: Change::Loss { dir: None, loss: 0.05 } },
-            Step { at: s(10_000), change: Change::Rate { dir: Some(Direction::Down), kbps: Some(250) } },
+            Step {
+                at: s(10_000),
+                change: Change::Rate { dir: Some(Direction::Down), kbps: Some(250), queue_ms: None },
+            },
             Step { at: s(25_000), change: Change::Outage { dir: Some(Direction::Up), duration: Some(s(3_000)) } },
             Step { at: s(30_000), change: Change::Profile(Profile::preset("vsat").unwrap()) },
-            Step { at: s(35_000), change: Change::Rate { dir: None, kbps: None } },
+            Step { at: s(35_000), change: Change::Rate { dir: None, kbps: None, queue_ms: None } },
             Step { at: s(36_000), change: Change::Outage { dir: None, duration: None } },
             Step { at: s(40_000), change: Change::Recover { dir: None } },
         ];

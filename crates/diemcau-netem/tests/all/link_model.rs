@@ -103,6 +103,27 @@ fn queue_limit_drops_at_the_tail() {
 }
 
 #[test]
+fn a_rate_change_with_queue_ms_resizes_the_queue_in_time() {
+    let t0 = Instant::now();
+    // 8 Mbit/s with 200 KB of queue (200 ms); down to 250 kbit/s keeping the bytes: 6.4 s of queue.
+    let mut kept = Link::new(cfg(Some(8_000), 200_000, 0), 4).unwrap();
+    kept.set_rate(t0, Some(250)).unwrap();
+    // …or resized to 200 ms at 250 kbit/s: 6,250 bytes, five 1,200-byte packets behind the one on the wire.
+    let mut timed = Link::new(cfg(Some(8_000), 200_000, 0), 4).unwrap();
+    timed.set_rate_queue(t0, Some(250), Some(200)).unwrap();
+    let queued = |link: &mut Link<u32>| (0..100).filter(|i| link.send(t0, 1_200, *i) == SendOutcome::Queued).count();
+    assert_eq!(queued(&mut kept), 100);
+    assert_eq!(queued(&mut timed), 6);
+    // An unlimited rate keeps the bytes; a tiny queue still holds one full-size packet.
+    let mut open = Link::new(cfg(Some(8_000), 200_000, 0), 4).unwrap();
+    open.set_rate_queue(t0, None, Some(10)).unwrap();
+    assert_eq!(queued(&mut open), 100);
+    let mut tiny = Link::new(cfg(Some(100), 200_000, 0), 4).unwrap();
+    tiny.set_rate_queue(t0, Some(100), Some(1)).unwrap();
+    assert_eq!(queued(&mut tiny), 2, "the packet on the wire and one of 1,200 bytes in 1,500");
+}
+
+#[test]
 fn delay_is_exact_without_jitter() {
     let t0 = Instant::now();
     let mut link = Link::new(cfg(None, 0, 37), 4).unwrap();

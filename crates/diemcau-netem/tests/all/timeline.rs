@@ -57,7 +57,7 @@ fn rate_drop_then_recover() {
     // 1.5 Mbit/s each way; down falls to 250 kbit/s at 10 s; everything recovers at 20 s. 2 Mbit/s offered.
     let timeline = Timeline::new(vec![
         Step { at: secs(20), change: Change::Recover { dir: None } },
-        Step { at: secs(10), change: Change::Rate { dir: Some(Direction::Down), kbps: Some(250) } },
+        Step { at: secs(10), change: Change::Rate { dir: Some(Direction::Down), kbps: Some(250), queue_ms: None } },
     ]);
     let t0 = Instant::now();
     let mut pair = LinkPair::new(t0, Profile::symmetric(link(1_500, 50)), timeline, 1).unwrap();
