@@ -230,8 +230,7 @@ impl<T> Link<T> {
 
     /// Sets only the rate (`None` = unlimited), as [`set_config`](Self::set_config).
     pub fn set_rate(&mut self, now: Instant, rate_kbps: Option<u32>) -> Result<(), NetemError> {
-        let cfg = LinkConfig { rate_kbps, ..self.cfg.clone() };
-        self.set_config(now, cfg)
+        self.set_rate_queue(now, rate_kbps, None)
     }
 
     /// Sets the rate and, with `queue_ms`, resizes the queue to hold that many ms at it (at least one 1,500-byte

@@ -73,12 +73,22 @@ pub(crate) struct Room {
     pub(crate) members: HashMap<PeerId, Member>,
     /// The weakest link among the invited sites when the room was opened (see `ServerMsg::Welcome::weakest_link`).
     pub(crate) weakest_link: Option<diemcau_proto::LinkProfile>,
+    /// Invited site → directory link hint, until `weakest_link` has been worked out from them (`None` after).
+    pub(crate) pending_hints: Option<HashMap<i64, Option<String>>>,
     next_seq: u64,
 }
 
 impl Room {
     pub(crate) fn new(title: String, chair_site_id: i64, sites: Vec<RoomSite>) -> Room {
-        Room { title, chair_site_id, sites, members: HashMap::new(), weakest_link: None, next_seq: 0 }
+        Room {
+            title,
+            chair_site_id,
+            sites,
+            members: HashMap::new(),
+            weakest_link: None,
+            pending_hints: None,
+            next_seq: 0,
+        }
     }
 
     pub(crate) fn site_name(&self, id: i64) -> String {

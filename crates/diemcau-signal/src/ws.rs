@@ -84,8 +84,16 @@ pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claim
         }
     }
     let mut room = Room::new(meeting.title, meeting.chair_site_id, sites);
-    room.weakest_link = weakest_link(state, hints);
+    room.pending_hints = Some(hints);
     Ok((claims, room))
+}
+
+/// Works out `room.weakest_link` if it has not been (once per opening of a room: it reads every site's latest link
+/// check).
+fn settle_weakest_link(state: &AppState, room: &mut Room) {
+    if let Some(hints) = room.pending_hints.take() {
+        room.weakest_link = weakest_link(state, hints);
+    }
 }
 
 /// The weakest link among invited sites (`hints`: site id → directory link hint): each site's latest link check's
@@ -186,13 +194,28 @@ fn site_profile(state: &AppState, claims: &Claims) -> Option<diemcau_proto::Link
     diemcau_proto::LinkProfile::from_link_hint(&hint)
 }
 
-async fn run(state: Arc<AppState>, claims: Claims, fresh_room: Room, peer: PeerId, mut sink: Sink, mut stream: Stream) {
+async fn run(
+    state: Arc<AppState>,
+    claims: Claims,
+    mut fresh_room: Room,
+    peer: PeerId,
+    mut sink: Sink,
+    mut stream: Stream,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let meeting_id = claims.meeting_id;
     let profile = site_profile(&state, &claims);
+    // The room's weakest link is read from the store when this join opens the room, outside the rooms lock (under it
+    // only if the room closed in between).
+    if !state.rooms.lock().is_ok_and(|r| r.contains_key(&meeting_id)) {
+        settle_weakest_link(&state, &mut fresh_room);
+    }
     let welcome = {
         let Ok(mut rooms) = state.rooms.lock() else { return };
-        let room = rooms.entry(meeting_id).or_insert(fresh_room);
+        let room = rooms.entry(meeting_id).or_insert_with(|| {
+            settle_weakest_link(&state, &mut fresh_room);
+            fresh_room
+        });
         if let Some(old) = room.join(peer, claims.site_id, claims.role, tx.clone(), state.cfg.sites_start_muted)
             && let Some(m) = room.leave(old)
         {
