@@ -10,7 +10,8 @@
 //!
 //! [`Allocator`] adds hysteresis so that layers don't flap: a lower estimate is followed at once (the link is already
 //! overloaded); a higher one only after it has allowed a raise, with [`HEADROOM`] to spare, for [`HOLD`] — and then
-//! by one layer per track per hold.
+//! to the layers it allows. A video is paused only when the estimate stays below its lowest layer by more than
+//! [`HEADROOM`] for [`PAUSE_HOLD`].
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,88 @@ pub const PAUSE_HOLD: Duration = Duration::from_millis(1500);
 pub const FAILED_RESUME: Duration = Duration::from_secs(10);
 /// The longest wait before trying a paused video again.
 pub const MAX_RESUME_HOLD: Duration = Duration::from_secs(64);
+
+/// A latest estimate this far below the averaged one is a real drop of the link, followed at once (see
+/// [`budget_kbps`]). GoogCC's answer to an ordinary overuse is 0.85 × the throughput it measured, so a wobble stays
+/// above it; a link that lost most of its capacity (1.5 Mbit/s → 250 kbit/s) falls far below.
+pub const DROP: f64 = 0.6;
+
+/// How many readings of the latest estimate in a row must be below [`DROP`] × the average before the drop is
+/// followed: one alone is often GoogCC settling after a probe (at join, and while climbing back to 720p).
+pub const DROP_READINGS: u8 = 2;
+/// The loss a subscriber must report (RTCP receiver reports, about one a second) for a fall of the estimate to be
+/// taken as a drop of its link. On lossy 3G (2%) GoogCC's latest value falls as far (708 → 415, 633 → 176 kbit/s)
+/// and comes back within seconds while the link loses no more than before; a link that lost most of its capacity
+/// loses most of what is sent into it.
+pub const DROP_LOSS: f32 = 0.10;
+/// How far back loss reports are averaged ([`LossMeter`]).
+pub const LOSS_WINDOW: Duration = Duration::from_secs(3);
+
+/// The loss a subscriber reports (RTCP receiver reports, about one a second for video), averaged over
+/// [`LOSS_WINDOW`]: the evidence that its link is overloaded rather than its estimate merely low. A report covers
+/// ~25 packets on VSAT, so one alone at 5% inherent loss reads 10% or more one time in eight; three average it out.
+#[derive(Debug, Default, Clone)]
+pub struct LossMeter {
+    reports: std::collections::VecDeque<(Instant, f32)>,
+}
+
+impl LossMeter {
+    /// A loss fraction reported at `now`.
+    pub fn on_report(&mut self, now: Instant, loss: f32) {
+        self.reports.push_back((now, loss.clamp(0.0, 1.0)));
+        while self.reports.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > LOSS_WINDOW) {
+            self.reports.pop_front();
+        }
+    }
+
+    /// The mean of the reports of the last [`LOSS_WINDOW`] before `now`.
+    pub fn mean(&self, now: Instant) -> Option<f32> {
+        let recent: Vec<f32> = self
+            .reports
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= LOSS_WINDOW)
+            .map(|(_, l)| *l)
+            .collect();
+        (!recent.is_empty()).then(|| recent.iter().sum::<f32>() / recent.len() as f32)
+    }
+
+    /// The link loses [`DROP_LOSS`] or more of what is sent into it.
+    pub fn overloaded(&self, now: Instant) -> bool {
+        self.mean(now).is_some_and(|l| l >= DROP_LOSS)
+    }
+}
+
+/// The budget to allocate, from str0m's estimate averaged over 3 s (what `EgressBitrateEstimate` carries) and its
+/// latest values (read from its statistics every quarter second): the average, unless the latest has been below
+/// [`DROP`] × the average for [`DROP_READINGS`] readings while the subscriber reports [`DROP_LOSS`] or more — then
+/// the latest (a drop is being followed). The average alone followed a fall from 1.5 Mbit/s to 250 kbit/s only
+/// after 3–4 s, sending 720p into the small link all that time; the latest alone follows every dip of GoogCC's,
+/// a layer down and a keyframe each time.
+#[derive(Debug, Default, Clone)]
+pub struct DropFollower {
+    latest: Option<u32>,
+    below: u8,
+    /// What the subscriber reports losing.
+    pub loss: LossMeter,
+}
+
+impl DropFollower {
+    /// A new reading of the latest estimate, `averaged` being the average known then.
+    pub fn observe(&mut self, averaged: Option<u32>, latest: u32) {
+        self.latest = Some(latest);
+        let low = averaged.is_some_and(|a| f64::from(latest) < f64::from(a) * DROP);
+        self.below = if low { self.below.saturating_add(1) } else { 0 };
+    }
+
+    /// The budget at `now` for the average `averaged`, and whether it follows a drop.
+    pub fn budget(&self, now: Instant, averaged: u32) -> (u32, bool) {
+        let lossy = self.loss.overloaded(now);
+        match self.latest {
+            Some(l) if lossy && self.below >= DROP_READINGS && f64::from(l) < f64::from(averaged) * DROP => (l, true),
+            _ => (averaged, false),
+        }
+    }
+}
 
 fn cost(w: &Wanted, layer: Option<usize>) -> i64 {
     layer.and_then(|l| w.layers_kbps.get(l)).map_or(0, |k| i64::from(*k))
@@ -172,17 +255,46 @@ impl Allocator {
     /// burst in the measured price would otherwise leave a joining site without picture); audio always follows the
     /// estimate at once.
     pub fn update(&mut self, now: Instant, estimate_kbps: u32, wanted: &[Wanted]) -> &[Choice] {
+        self.update_with(now, estimate_kbps, true, wanted)
+    }
+
+    /// [`Allocator::update`], knowing whether the subscriber's reports show the loss of an overloaded link
+    /// ([`LossMeter::overloaded`]). Without it a flowing video is not paused, whatever the estimate says: on a VSAT
+    /// link (5% loss, 400 ms) GoogCC's estimate swings 57–145 kbit/s while the link carries audio and 180p at
+    /// 7.5 fps (≈ 85 kbit/s of 128) without losing more than its own 5%, and every pause cost seconds of picture
+    /// and, after failed resumes, up to a minute. A link that cannot carry the video loses what it cannot carry.
+    pub fn update_with(&mut self, now: Instant, estimate_kbps: u32, overloaded: bool, wanted: &[Wanted]) -> &[Choice] {
         // The current layer of each track wanted now; `None` for a track never allocated before.
         let prev: Vec<Option<Option<usize>>> = wanted
             .iter()
             .map(|w| {
                 let c = self.current.iter().find(|c| c.id == w.id)?;
-                Some(c.layer.filter(|l| *l < w.layers_kbps.len()))
+                // A ladder that got shorter (its top layers left out): the top of what is left.
+                Some(
+                    c.layer.map(|l| l.min(w.layers_kbps.len().saturating_sub(1))).filter(|_| !w.layers_kbps.is_empty()),
+                )
             })
             .collect();
         let cur: Vec<Option<usize>> = prev.iter().map(|p| p.flatten()).collect();
         let mut keep = allocate(estimate_kbps, wanted);
         let video = |i: usize| !wanted[i].priority.is_audio();
+        // Pausing is the dearest step (the picture is gone, and coming back costs a keyframe), so it has the same
+        // dead band as a raise: a flowing video pauses only when the estimate is below its lowest layer by more
+        // than HEADROOM. (VSAT: GoogCC's estimate wanders 55–85 kbit/s around audio + 180p at 7.5 fps ≈ 80 on a
+        // 128 kbit/s link that carries both; pausing at every dip below 80 left half the sites audio-only.)
+        let lenient = allocate((f64::from(estimate_kbps) * HEADROOM) as u32, wanted);
+        for i in 0..wanted.len() {
+            if video(i) && cur[i].is_some() && keep[i].layer.is_none() && lenient[i].layer.is_some() {
+                keep[i].layer = Some(0);
+            }
+        }
+        if !overloaded {
+            for i in 0..wanted.len() {
+                if video(i) && cur[i].is_some() && keep[i].layer.is_none() {
+                    keep[i].layer = Some(0);
+                }
+            }
+        }
         // A flowing video the estimate would pause keeps its lowest layer until that has lasted PAUSE_HOLD.
         let pausing: Vec<usize> =
             (0..wanted.len()).filter(|&i| video(i) && cur[i].is_some() && keep[i].layer.is_none()).collect();
@@ -225,7 +337,9 @@ impl Allocator {
                     // that fits at all (so that a site joining on the initial estimate climbs no more steps than
                     // it must: with L1T3 the 180p layer alone is three).
                     None => roomy[i].layer.or(keep[i].layer.map(|_| 0)),
-                    Some(c) if raise_now && below(c, roomy[i].layer) => Some(c.map_or(0, |l| l + 1)),
+                    // Raised to what the estimate allows with headroom, however many steps that is: one step per
+                    // hold took 12–16 s from 180p to 720p after a link recovered (five steps of the ladder).
+                    Some(c) if raise_now && below(c, roomy[i].layer) => roomy[i].layer,
                     Some(c) => c,
                 })
                 .collect()
@@ -299,9 +413,70 @@ mod tests {
         // 180p at 7.5 / 15 / 30 fps, 360p at 15 / 30 fps; 300 kbit/s: 300 / 1.15 = 260 ≥ 80 + 150, < 80 + 300.
         let wanted = [w(1, Priority::ChairAudio, &[80]), w(2, Priority::ChairVideo, &[60, 90, 150, 300, 500])];
         assert_eq!(layers(a.update(t0, 300, &wanted)), vec![Some(0), Some(2)]);
-        // Later raises wait HOLD, one step at a time.
+        // Later raises wait HOLD, then go where the estimate allows with headroom (2,000 / 1.15 ≥ 80 + 500).
         assert_eq!(layers(a.update(t0 + Duration::from_millis(100), 2000, &wanted)), vec![Some(0), Some(2)]);
-        assert_eq!(layers(a.update(t0 + HOLD + Duration::from_millis(100), 2000, &wanted)), vec![Some(0), Some(3)]);
+        assert_eq!(layers(a.update(t0 + HOLD + Duration::from_millis(100), 2000, &wanted)), vec![Some(0), Some(4)]);
+    }
+
+    #[test]
+    fn a_raise_goes_as_far_as_the_headroom_allows_and_no_further() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let view =
+            vec![w(1, Priority::ChairAudio, &[48]), w(2, Priority::ChairVideo, &[60, 90, 150, 300, 500, 900, 1500])];
+        let mut a = Allocator::new();
+        assert_eq!(a.update(at(0), 250, &view)[1].layer, Some(2), "250 / 1.15 = 217 ≥ 48 + 150");
+        // The link recovers: 1,200 kbit/s allows 48 + 900 with headroom (1,090), not 48 + 1,500.
+        for ms in (100..HOLD.as_millis() as u64 + 100).step_by(100) {
+            assert_eq!(a.update(at(ms), 1_200, &view)[1].layer, Some(2), "held at {ms} ms");
+        }
+        assert_eq!(a.update(at(HOLD.as_millis() as u64 + 100), 1_200, &view)[1].layer, Some(5));
+        // The next raise waits a hold of its own.
+        assert_eq!(a.update(at(HOLD.as_millis() as u64 + 200), 2_000, &view)[1].layer, Some(5));
+        assert_eq!(a.update(at(2 * HOLD.as_millis() as u64 + 200), 2_000, &view)[1].layer, Some(6));
+    }
+
+    #[test]
+    fn the_budget_follows_a_lasting_lossy_drop_and_ignores_a_wobble() {
+        let t0 = Instant::now();
+        let mut d = DropFollower::default();
+        assert_eq!(d.budget(t0, 1_500), (1_500, false), "no reading yet");
+        d.loss.on_report(t0, 0.5);
+        // An overuse: GoogCC sets 0.85 × throughput. The 3 s average is used.
+        d.observe(Some(1_500), 1_275);
+        assert_eq!(d.budget(t0, 1_500), (1_500, false));
+        d.observe(Some(1_500), 1_900);
+        assert_eq!(d.budget(t0, 1_500), (1_500, false), "rises are taken from the average");
+        // One reading far below (GoogCC settling after a probe) is not followed...
+        d.observe(Some(2_150), 1_040);
+        assert_eq!(d.budget(t0, 2_150), (2_150, false));
+        d.observe(Some(2_150), 1_850);
+        assert_eq!(d.budget(t0, 2_150), (2_150, false));
+        // ...two in a row are, when the subscriber reports heavy loss: 1.5 Mbit/s → 250 kbit/s.
+        d.observe(Some(2_110), 1_157);
+        d.observe(Some(1_380), 735);
+        assert_eq!(d.budget(t0, 1_380), (735, true));
+        d.observe(Some(1_030), 486);
+        assert_eq!(d.budget(t0, 1_030), (486, true));
+        // Once the average has come down, it is the budget again.
+        d.observe(Some(300), 250);
+        assert_eq!(d.budget(t0, 300), (300, false));
+    }
+
+    #[test]
+    fn a_fall_without_loss_is_not_a_drop() {
+        let t0 = Instant::now();
+        let mut d = DropFollower::default();
+        // 3G at 2% loss: GoogCC's latest value falls to a quarter of the average for a second.
+        d.loss.on_report(t0, 0.02);
+        d.observe(Some(708), 415);
+        d.observe(Some(704), 315);
+        d.observe(Some(633), 176);
+        assert_eq!(d.budget(t0, 633), (633, false));
+        // The same fall with 30% loss reported is followed (mean 16%); old reports are no evidence.
+        d.loss.on_report(t0 + Duration::from_millis(400), 0.3);
+        assert_eq!(d.budget(t0 + Duration::from_millis(500), 633), (176, true));
+        assert_eq!(d.budget(t0 + LOSS_WINDOW + Duration::from_millis(500), 633), (633, false));
     }
 
     #[test]
@@ -357,7 +532,7 @@ mod tests {
 
     /// The estimate falls from 1.5 Mbit/s to 250 kbit/s at 10 s and comes back at 20 s.
     #[test]
-    fn steps_down_at_once_and_back_up_one_layer_per_hold() {
+    fn steps_down_at_once_and_back_up_after_a_hold() {
         let t0 = Instant::now();
         let view = vec![w(1, Priority::ChairAudio, &[32]), w(2, Priority::ChairVideo, &CHAIR)];
         let mut a = Allocator::new();
@@ -409,6 +584,50 @@ mod tests {
         }
         assert_eq!(a.current()[1].layer, Some(1));
         assert_eq!(a.update(at(3_000), 300, &view)[1].layer, Some(0));
+    }
+
+    /// VSAT: audio (38 with RED) + 180p at 7.5 fps (42) = 80 kbit/s. An estimate wandering down to 70 keeps the
+    /// picture (within HEADROOM of its price); one that stays below 80 / 1.15 pauses it after PAUSE_HOLD.
+    #[test]
+    fn pausing_has_a_dead_band_as_wide_as_a_raise() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let view = vec![w(1, Priority::ChairAudio, &[38]), w(2, Priority::ChairVideo, &[42, 62, 100])];
+        let mut a = Allocator::new();
+        assert_eq!(a.update(at(0), 100, &view)[1].layer, Some(0));
+        for ms in (100..20_000).step_by(100) {
+            // 3 s of every 4 at 70: longer than PAUSE_HOLD.
+            let est = if (ms / 1_000) % 4 != 3 { 70 } else { 85 };
+            assert_eq!(a.update(at(ms), est, &view)[1].layer, Some(0), "at {ms} ms ({est} kbit/s)");
+        }
+        for ms in (20_000..21_500).step_by(100) {
+            assert_eq!(a.update(at(ms), 69, &view)[1].layer, Some(0), "held at {ms} ms");
+        }
+        assert_eq!(a.update(at(21_500), 69, &view)[1].layer, None, "80 / 1.15 = 69.6: paused after the hold");
+        // Paused, it needs the full price with headroom again to resume: 80 × 1.15 = 92.
+        for ms in (21_600..40_000).step_by(100) {
+            assert_eq!(a.update(at(ms), 85, &view)[1].layer, None, "at {ms} ms");
+        }
+    }
+
+    /// VSAT: GoogCC's estimate sits at 60 for seconds while the link carries audio + 180p at 7.5 fps and loses only
+    /// its own 5%: the picture stays. When the reports show the link overloaded, it pauses after the hold.
+    #[test]
+    fn no_pause_without_the_loss_of_an_overloaded_link() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let view = vec![w(1, Priority::ChairAudio, &[37]), w(2, Priority::ChairVideo, &[45, 62, 100])];
+        let mut a = Allocator::new();
+        assert_eq!(a.update_with(at(0), 100, false, &view)[1].layer, Some(0));
+        for ms in (100..10_000).step_by(100) {
+            assert_eq!(a.update_with(at(ms), 60, false, &view)[1].layer, Some(0), "at {ms} ms");
+        }
+        for ms in (10_000..11_500).step_by(100) {
+            assert_eq!(a.update_with(at(ms), 60, true, &view)[1].layer, Some(0), "held at {ms} ms");
+        }
+        assert_eq!(a.update_with(at(11_500), 60, true, &view)[1].layer, None);
+        // A paused video resumes only on the estimate, loss or not.
+        assert_eq!(a.update_with(at(11_600), 60, false, &view)[1].layer, None);
     }
 
     /// VSAT: the estimate climbs past what 180p + audio needs (padding), the video resumes, the link cannot carry

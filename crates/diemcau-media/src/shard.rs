@@ -24,7 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
-use crate::alloc::{Allocator, Priority, Wanted, next_step};
+use crate::alloc::{Allocator, DropFollower, Priority, Wanted, next_step};
 use crate::keyframe::KeyframeGate;
 use crate::layers::TrackLayers;
 use crate::red::{LossyLink, RedHistory, RedReceiver};
@@ -139,8 +139,10 @@ struct Peer {
     stats: PeerStats,
     /// A link check's probe train toward this peer, if one runs.
     probe: Option<Probe>,
-    /// The bandwidth estimate toward this peer, kbit/s (adaptive mode).
+    /// The bandwidth estimate toward this peer, kbit/s (adaptive mode): str0m's, averaged over 3 s.
     estimate_kbps: Option<u32>,
+    /// Follows the estimator's latest value (read every [`STATS_INTERVAL`]) when the link drops.
+    drop: DropFollower,
     /// Chooses its slots' layers from the estimate.
     alloc: Allocator,
     /// Sum and count of its audio packets' loudness (127 + RFC 6464 level) since the last levels report.
@@ -225,6 +227,12 @@ pub(crate) struct Shard {
 }
 
 const MAX_BATCH: usize = 64;
+
+/// How often str0m reports a peer's statistics — the way to read its estimator's latest value (see
+/// [`crate::alloc::DropFollower`]).
+const STATS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a peer's rates and statistics are published (`Media::stats`, the technicians' page).
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(950);
 
 /// What the allocator counts for an audio slot until its rate is measured, kbit/s: Opus at 32 kbit/s in 20 ms
 /// packets (a browser's default for speech) with 16 kbit/s of packet overhead.
@@ -508,7 +516,7 @@ impl Shard {
                 .clear_codecs()
                 .enable_opus(true, true)
                 .enable_vp8(true)
-                .set_stats_interval(Some(Duration::from_secs(1)));
+                .set_stats_interval(Some(STATS_INTERVAL));
             // Adaptive: estimate the bandwidth toward every peer (TWCC + GoogCC), starting low for weak links.
             let cfg = match estimate {
                 Some(kbps) if self.adaptive => cfg.enable_bwe(Some(Bitrate::kbps(u64::from(kbps)))),
@@ -542,6 +550,7 @@ impl Shard {
                 stats: PeerStats { shard: self.idx, ..Default::default() },
                 probe: None,
                 estimate_kbps: None,
+                drop: DropFollower::default(),
                 alloc: Allocator::new(),
                 audio_only: false,
                 speech: (0, 0),
@@ -880,6 +889,7 @@ impl Shard {
     fn allocate(&mut self, pid: PeerId) {
         let Some(peer) = self.peers.get_mut(&pid) else { return };
         let Some(estimate) = peer.estimate_kbps else { return };
+        let (budget, dropped) = peer.drop.budget(crate::now(), estimate);
         let mut mids: Vec<Mid> = peer.slots.keys().copied().collect();
         mids.sort_by_key(|m| mid_order(m));
         let mut wanted: Vec<Wanted> = Vec::new();
@@ -903,7 +913,22 @@ impl Shard {
                     // Without simulcast there is nothing to choose: the track is forwarded as it comes.
                     let Some(seen) = self.layers.get(&src).filter(|s| !s.is_empty()) else { continue };
                     let unmeasured = TrackLayers::default();
-                    let (rids, kbps) = ladder(seen, self.rates.get(&src).unwrap_or(&unmeasured));
+                    let (mut rids, mut kbps) = ladder(seen, self.rates.get(&src).unwrap_or(&unmeasured));
+                    // While the link is falling, only the lowest simulcast layer (at the frame rates its estimate
+                    // allows): the estimate is still on its way down (1,157 → 735 → 486 → 148 kbit/s in four
+                    // readings, 1 s, in the link-drop drill), and every larger layer sent meanwhile waits in the
+                    // queues ahead of the small layer's keyframe. Larger layers come back after a hold.
+                    // (Only when even what it sends now does not fit the latest estimate: an estimate falling
+                    // back after a probe at join also reads as a drop.)
+                    let sending = slot_cost(slot, &rids, &kbps);
+                    if dropped
+                        && sending.is_some_and(|c| c > budget)
+                        && let Some(lowest) = rids.first().map(|r| r.0)
+                    {
+                        let n = rids.iter().take_while(|r| r.0 == lowest).count();
+                        rids.truncate(n);
+                        kbps.truncate(n);
+                    }
                     // The first video slot is the main picture (the chair's, on a site page); others are tiles.
                     let priority = if first_video { Priority::ChairVideo } else { Priority::Thumbnail };
                     first_video = false;
@@ -913,7 +938,8 @@ impl Shard {
             wanted.push(Wanted { id: wanted.len() as u64, priority, layers_kbps: kbps });
             ladders.push((mid, rids));
         }
-        let choices = peer.alloc.update(crate::now(), estimate, &wanted).to_vec();
+        let overloaded = peer.drop.loss.overloaded(crate::now());
+        let choices = peer.alloc.update_with(crate::now(), budget, overloaded, &wanted).to_vec();
         let mut videos = 0;
         let mut paused = 0;
         for ((mid, rids), choice) in ladders.iter().zip(choices.iter()) {
@@ -928,11 +954,23 @@ impl Shard {
             videos += 1;
             paused += usize::from(target == Target::Paused);
             if slot.target != target {
-                debug!(peer = pid.0, %mid, ?target, estimate, "layer target");
+                debug!(peer = pid.0, %mid, ?target, estimate, budget, dropped, "layer target");
                 if target == Target::Paused {
                     // Resuming later starts at a keyframe, with the next sequence number.
                     slot.layer = None;
                     slot.rewriter.restart();
+                }
+                // The link has lost most of its capacity: the old, larger layer stops now rather than at the new
+                // layer's keyframe — what it would send meanwhile only fills str0m's pacer queue (up to 2 s of
+                // it), ahead of that keyframe, and the link's queue behind it.
+                // What str0m still holds of it goes too: its pacer queue (paced at the fallen estimate, it held
+                // seconds of 720p ahead of the small layer's keyframe) and its resends of it.
+                if let Target::Layer(rid, _) = target
+                    && dropped
+                    && slot.layer.is_some_and(|l| layer_index(Some(l)) > layer_index(Some(rid)))
+                {
+                    slot.layer = None;
+                    flush_send_buffers(&mut peer.rtc, *mid);
                 }
                 slot.target = target;
             }
@@ -949,6 +987,7 @@ impl Shard {
         let (used, next) = next_step(&wanted, &choices);
         let top: u32 = wanted.iter().map(|w| w.layers_kbps.last().copied().unwrap_or(0)).sum();
         let minimum = next.map_or(used, |n| (f64::from(n) * crate::alloc::HEADROOM) as u32);
+        trace!(peer = pid.0, budget, used, minimum, prices = ?wanted.iter().map(|w| w.layers_kbps.first().copied().unwrap_or(0)).collect::<Vec<_>>(), "allocated");
         peer.rtc.bwe().set_bitrate(Bitrate::kbps(u64::from(minimum)), Bitrate::kbps(u64::from(top.max(AUDIO_KBPS))));
         let audio_only = videos > 0 && paused == videos;
         if audio_only != peer.audio_only {
@@ -1055,6 +1094,25 @@ fn ladder(seen: &[Rid], rates: &TrackLayers) -> (Vec<(Rid, u8)>, Vec<u32>) {
         }
     }
     (rids, kbps)
+}
+
+/// Drops what str0m holds to send on `mid` — its pacer queue, its resend cache and queued resends — by turning the
+/// section inactive and back: str0m resets a section's send buffers when it stops sending. Nothing is renegotiated
+/// (the change is never applied to the SDP); sequence numbers are ours (RTP mode) and go on.
+fn flush_send_buffers(rtc: &mut Rtc, mid: Mid) {
+    let Some(dir) = rtc.media(mid).map(|m| m.direction()) else { return };
+    if !dir.is_sending() {
+        return;
+    }
+    let mut api = rtc.sdp_api();
+    api.set_direction(mid, Direction::Inactive);
+    api.set_direction(mid, dir);
+}
+
+/// What `slot` costs now on its track's ladder (`rids`, `kbps`: the step it targets), if it targets a layer on it.
+fn slot_cost(slot: &Slot, rids: &[(Rid, u8)], kbps: &[u32]) -> Option<u32> {
+    let Target::Layer(rid, tid) = slot.target else { return None };
+    rids.iter().position(|r| *r == (rid, tid)).and_then(|i| kbps.get(i).copied())
 }
 
 /// Whether `slot` skips the frame of this packet (a temporal layer above its own), after moving its temporal layer
@@ -1299,20 +1357,44 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             deferred.push(Deferred::Allocate(pid));
         }
         Event::PeerStats(s) => {
-            if let Some((at, rx, tx)) = peer.last_bytes {
-                let secs = s.timestamp.saturating_duration_since(at).as_secs_f64();
-                if secs > 0.0 {
-                    peer.stats.kbps_in = Some(s.peer_bytes_rx.saturating_sub(rx) as f64 * 8.0 / secs / 1000.0);
-                    peer.stats.kbps_out = Some(s.peer_bytes_tx.saturating_sub(tx) as f64 * 8.0 / secs / 1000.0);
-                }
+            // The estimator's own latest estimate, every STATS_INTERVAL: EgressBitrateEstimate is a 3 s average,
+            // which followed a fall from 1.5 Mbit/s to 250 kbit/s only after 3–4 s (the link-drop drill).
+            if let Some(b) = s.bwe_tx {
+                let latest = (b.as_f64() / 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32;
+                trace!(
+                    peer = pid.0,
+                    latest,
+                    averaged = peer.estimate_kbps,
+                    kbps_out = peer.stats.kbps_out,
+                    "estimate latest"
+                );
+                peer.drop.observe(peer.estimate_kbps, latest);
             }
-            peer.last_bytes = Some((s.timestamp, s.peer_bytes_rx, s.peer_bytes_tx));
-            peer.stats.loss_pct = s.egress_loss_fraction.map(|l| f64::from(l) * 100.0);
-            peer.stats.loss_in_pct = s.ingress_loss_fraction.map(|l| f64::from(l) * 100.0);
-            peer.stats.rtt_ms = s.rtt.map(|r| r.as_secs_f64() * 1000.0);
-            peer.stats.shard = shard;
-            if let Ok(mut m) = stats.lock() {
-                m.insert(pid, peer.stats.clone());
+            if let Some(l) = s.egress_loss_fraction {
+                peer.stats.loss_pct = Some(f64::from(l) * 100.0);
+            }
+            if let Some(l) = s.ingress_loss_fraction {
+                peer.stats.loss_in_pct = Some(f64::from(l) * 100.0);
+            }
+            if let Some(r) = s.rtt {
+                peer.stats.rtt_ms = Some(r.as_secs_f64() * 1000.0);
+            }
+            // Rates and the shared statistics once a second, whatever the stats interval.
+            let due =
+                peer.last_bytes.is_none_or(|(at, _, _)| s.timestamp.saturating_duration_since(at) >= PUBLISH_INTERVAL);
+            if due {
+                if let Some((at, rx, tx)) = peer.last_bytes {
+                    let secs = s.timestamp.saturating_duration_since(at).as_secs_f64();
+                    if secs > 0.0 {
+                        peer.stats.kbps_in = Some(s.peer_bytes_rx.saturating_sub(rx) as f64 * 8.0 / secs / 1000.0);
+                        peer.stats.kbps_out = Some(s.peer_bytes_tx.saturating_sub(tx) as f64 * 8.0 / secs / 1000.0);
+                    }
+                }
+                peer.last_bytes = Some((s.timestamp, s.peer_bytes_rx, s.peer_bytes_tx));
+                peer.stats.shard = shard;
+                if let Ok(mut m) = stats.lock() {
+                    m.insert(pid, peer.stats.clone());
+                }
             }
             // The estimator speaks only when its estimate moves; a raise waiting out its hold is taken here.
             if peer.estimate_kbps.is_some() {
@@ -1326,6 +1408,9 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             if let Some(loss) = s.loss {
                 peer.stats.loss_pct = Some(f64::from(loss) * 100.0);
                 peer.lossy.on_report(crate::now(), loss);
+                if peer.slots.get(&s.mid).is_some_and(|sl| sl.kind == Kind::Video) {
+                    peer.drop.loss.on_report(crate::now(), loss);
+                }
             }
         }
         _ => {}
