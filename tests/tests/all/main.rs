@@ -10,4 +10,5 @@ mod e2e_layers;
 mod e2e_low_profile;
 mod e2e_reconnect;
 mod interop_webrtc_rs;
+mod link_drop;
 mod renegotiation;
