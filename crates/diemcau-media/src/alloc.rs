@@ -157,6 +157,37 @@ impl DropFollower {
     }
 }
 
+/// `budget`, capped at what gets through of what is sent now (`used_kbps`) when the subscriber reports the loss of an
+/// overloaded link ([`DROP_LOSS`] or more, mean `loss`): no raise into a link that loses a tenth of what it is sent,
+/// and a step down to what it delivers. (VSAT: GoogCC's estimate rose to 125–130 kbit/s, the bridge raised 180p to
+/// 15 fps — 99 kbit/s with audio on a 128 kbit/s link — and two sites of twenty then lost 7–8% for 15 s, their
+/// repairs with it, while the estimate stayed up.) Below [`DROP_LOSS`], loss is the link's own and the estimate
+/// decides.
+///
+/// The cap never goes below `floor_kbps` (audio and the lowest layer of every video flowing now): loss alone steps
+/// down, it does not pause — that also needs the estimate ([`Allocator::update_with`]). The first reports after a
+/// join (a keyframe burst into a VSAT queue) read 10% and more, and a pause there was never resumed in a minute.
+pub fn loss_capped(budget: u32, used_kbps: u32, floor_kbps: u32, loss: Option<f32>) -> u32 {
+    match loss {
+        Some(l) if l >= DROP_LOSS => {
+            let delivered = (f64::from(used_kbps) * f64::from(1.0 - l.min(1.0))).round() as u32;
+            budget.min(delivered.max(floor_kbps))
+        }
+        _ => budget,
+    }
+}
+
+/// What `choices` of `wanted` cost with every flowing video at its lowest layer (and audio), kbit/s.
+pub fn floor_kbps(wanted: &[Wanted], choices: &[Choice]) -> u32 {
+    let flowing = |w: &Wanted| choices.iter().find(|c| c.id == w.id).is_some_and(|c| c.layer.is_some());
+    let sum: i64 = wanted
+        .iter()
+        .filter(|w| w.priority.is_audio() || flowing(w))
+        .map(|w| cost(w, if w.layers_kbps.is_empty() { None } else { Some(0) }))
+        .sum();
+    u32::try_from(sum.max(0)).unwrap_or(u32::MAX)
+}
+
 fn cost(w: &Wanted, layer: Option<usize>) -> i64 {
     layer.and_then(|l| w.layers_kbps.get(l)).map_or(0, |k| i64::from(*k))
 }
@@ -461,6 +492,33 @@ mod tests {
         // Once the average has come down, it is the budget again.
         d.observe(Some(300), 250);
         assert_eq!(d.budget(t0, 300), (300, false));
+    }
+
+    #[test]
+    fn an_overloaded_link_gets_what_it_delivers_and_no_raise() {
+        // VSAT at 180p 15 fps (99 kbit/s) losing 15%: 84, which 180p at 7.5 fps + audio (80) fits.
+        assert_eq!(loss_capped(125, 99, 80, Some(0.15)), 84);
+        // The link's own loss (5%, 2%) leaves the estimate alone.
+        assert_eq!(loss_capped(125, 99, 80, Some(0.05)), 125);
+        assert_eq!(loss_capped(600, 400, 100, Some(0.02)), 600);
+        assert_eq!(loss_capped(600, 400, 100, None), 600);
+        // 720p into a link that fell to 250 kbit/s: 80% lost.
+        assert_eq!(loss_capped(2_000, 1_600, 100, Some(0.8)), 320);
+        // Never above the estimate, never below the floor (the loss does not pause a video alone).
+        assert_eq!(loss_capped(100, 400, 50, Some(0.2)), 100);
+        assert_eq!(loss_capped(124, 82, 82, Some(0.3)), 82);
+        // The floor: audio and the lowest layer of what flows.
+        let view = [
+            w(1, Priority::ChairAudio, &[37]),
+            w(2, Priority::ChairVideo, &[45, 62]),
+            w(3, Priority::Thumbnail, &[50]),
+        ];
+        let c = |l: [Option<usize>; 3]| -> Vec<Choice> {
+            view.iter().zip(l).map(|(w, layer)| Choice { id: w.id, layer }).collect()
+        };
+        assert_eq!(floor_kbps(&view, &c([Some(0), Some(1), None])), 82);
+        assert_eq!(floor_kbps(&view, &c([Some(0), None, None])), 37);
+        assert_eq!(floor_kbps(&view, &c([Some(0), Some(0), Some(0)])), 132);
     }
 
     #[test]

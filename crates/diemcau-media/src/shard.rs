@@ -24,7 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
-use crate::alloc::{Allocator, DropFollower, Priority, Wanted, next_step};
+use crate::alloc::{Allocator, DropFollower, Priority, Wanted, floor_kbps, loss_capped, next_step};
 use crate::keyframe::KeyframeGate;
 use crate::layers::TrackLayers;
 use crate::red::{LossyLink, RedHistory, RedReceiver};
@@ -944,8 +944,12 @@ impl Shard {
             wanted.push(Wanted { id: wanted.len() as u64, priority, layers_kbps: kbps });
             ladders.push((mid, rids));
         }
-        let overloaded = peer.drop.loss.overloaded(crate::now());
-        let choices = peer.alloc.update_with(crate::now(), budget, overloaded, &wanted).to_vec();
+        let now = crate::now();
+        let overloaded = peer.drop.loss.overloaded(now);
+        let (sending, _) = next_step(&wanted, peer.alloc.current());
+        let floor = floor_kbps(&wanted, peer.alloc.current());
+        let budget = loss_capped(budget, sending, floor, peer.drop.loss.mean(now));
+        let choices = peer.alloc.update_with(now, budget, overloaded, &wanted).to_vec();
         let mut videos = 0;
         let mut paused = 0;
         for ((mid, rids), choice) in ladders.iter().zip(choices.iter()) {
@@ -960,25 +964,26 @@ impl Shard {
             videos += 1;
             paused += usize::from(target == Target::Paused);
             if slot.target != target {
-                debug!(peer = pid.0, %mid, ?target, estimate, budget, dropped, "layer target");
+                debug!(peer = pid.0, %mid, ?target, estimate, budget, dropped, overloaded, "layer target");
                 if target == Target::Paused {
                     // Resuming later starts at a keyframe, with the next sequence number.
                     slot.layer = None;
                     slot.rewriter.restart();
                 }
-                // The link has lost most of its capacity: the old, larger layer stops now rather than at the new
-                // layer's keyframe — what it would send meanwhile only fills str0m's pacer queue (up to 2 s of
-                // it), ahead of that keyframe, and the link's queue behind it.
-                // What str0m still holds of it goes too: its pacer queue (paced at the fallen estimate, it held
-                // seconds of 720p ahead of the small layer's keyframe) and its resends of it.
-                if let Target::Layer(rid, _) = target
-                    && dropped
-                    && slot.layer.is_some_and(|l| layer_index(Some(l)) > layer_index(Some(rid)))
-                {
-                    slot.layer = None;
-                    flush_send_buffers(&mut peer.rtc, *mid);
-                }
                 slot.target = target;
+            }
+            // The link is dropping or overloaded (the subscriber reports ≥ 10% loss) and the slot still forwards a
+            // larger layer than its target: that layer stops now rather than at the new layer's keyframe, and what
+            // str0m still holds of it goes too — its pacer queue (paced at the fallen estimate, it held seconds of
+            // 720p ahead of the small layer's keyframe) and its resends. Checked at every allocation, not only when
+            // the target moves: the loss reports often come after the estimate has already lowered it.
+            if let Target::Layer(rid, _) = slot.target
+                && (dropped || overloaded)
+                && slot.layer.is_some_and(|l| layer_index(Some(l)) > layer_index(Some(rid)))
+            {
+                debug!(peer = pid.0, %mid, layer = ?slot.layer, "larger layer cut, send buffers flushed");
+                slot.layer = None;
+                flush_send_buffers(&mut peer.rtc, *mid);
             }
         }
         // The estimator probes toward everything at its top layer (str0m's probes stay within twice the estimate),
