@@ -44,6 +44,12 @@ pub fn chromium_path() -> anyhow::Result<String> {
         .context("Chromium is not installed: run scripts/test (it installs chromium and chromium-driver)")
 }
 
+/// Waits for the one-browser-test turn, for a test as heavy as a browser test (a drill with synthetic sites): run
+/// beside one, it starved Chromium's encoder (`e2e_chromium`: no chair frame within 1 s of connecting).
+pub async fn heavy_test_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_BROWSER.lock().await
+}
+
 impl ChromeDriver {
     /// Starts ChromeDriver and waits until it answers.
     pub async fn start() -> anyhow::Result<ChromeDriver> {

@@ -147,6 +147,12 @@ impl DropFollower {
         self.below = if low { self.below.saturating_add(1) } else { 0 };
     }
 
+    /// The latest estimate is below [`DROP`] × the average, or the link reports overload: worth allocating at every
+    /// reading rather than once a second.
+    pub fn alert(&self, now: Instant) -> bool {
+        self.below > 0 || self.loss.overloaded(now)
+    }
+
     /// The budget at `now` for the average `averaged`, and whether it follows a drop.
     pub fn budget(&self, now: Instant, averaged: u32) -> (u32, bool) {
         let lossy = self.loss.overloaded(now);
@@ -492,6 +498,8 @@ mod tests {
         // Once the average has come down, it is the budget again.
         d.observe(Some(300), 250);
         assert_eq!(d.budget(t0, 300), (300, false));
+        assert!(d.alert(t0), "the loss reported still says overloaded");
+        assert!(!d.alert(t0 + LOSS_WINDOW + Duration::from_millis(1)), "nothing to watch any more");
     }
 
     #[test]
@@ -531,6 +539,7 @@ mod tests {
         d.observe(Some(704), 315);
         d.observe(Some(633), 176);
         assert_eq!(d.budget(t0, 633), (633, false));
+        assert!(d.alert(t0), "a falling estimate is watched at every reading");
         // The same fall with 30% loss reported is followed (mean 16%); old reports are no evidence.
         d.loss.on_report(t0 + Duration::from_millis(400), 0.3);
         assert_eq!(d.budget(t0 + Duration::from_millis(500), 633), (176, true));

@@ -1115,8 +1115,11 @@ fn flush_send_buffers(rtc: &mut Rtc, mid: Mid) {
     if !dir.is_sending() {
         return;
     }
+    // A section the peer also sends on keeps receiving: only its sending half is turned off (str0m resets the
+    // receive buffers of a section that stops receiving).
+    let off = if dir.is_receiving() { Direction::RecvOnly } else { Direction::Inactive };
     let mut api = rtc.sdp_api();
-    api.set_direction(mid, Direction::Inactive);
+    api.set_direction(mid, off);
     api.set_direction(mid, dir);
 }
 
@@ -1407,8 +1410,9 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                     m.insert(pid, peer.stats.clone());
                 }
             }
-            // The estimator speaks only when its estimate moves; a raise waiting out its hold is taken here.
-            if peer.estimate_kbps.is_some() {
+            // The estimator speaks only when its estimate moves; a raise waiting out its hold is taken here, once a
+            // second — or at every reading while the latest estimate is falling or the link reports overload.
+            if peer.estimate_kbps.is_some() && (due || peer.drop.alert(crate::now())) {
                 deferred.push(Deferred::Allocate(pid));
             }
         }

@@ -24,6 +24,8 @@ async fn a_dropped_link_steps_down_and_comes_back_to_the_top_layer() -> anyhow::
     scenario.events[0].at = Duration::from_secs(u64::from(DROP_S));
     scenario.events[1].at = Duration::from_secs(u64::from(RECOVER_S));
 
+    // Not beside a browser test: 8 synthetic sites and a bridge take both cores' worth of a Chromium page's encoder.
+    let _turn = diemcau_e2e::browser::heavy_test_turn().await;
     let data = tempfile::tempdir()?;
     let out = tempfile::tempdir()?;
     let output =
