@@ -19,6 +19,9 @@ async fn rural_mix_drill_writes_a_report_that_renders_in_chromium() -> anyhow::R
     scenario.duration = Duration::from_secs(SECONDS);
     scenario.join_spread = Duration::from_secs(3);
 
+    // The drill (24 synthetic sites and a bridge) not beside a browser test; the turn is given back before this test
+    // starts its own browser (which takes it again).
+    let turn = diemcau_e2e::browser::heavy_test_turn().await;
     let data = tempfile::tempdir()?;
     let out = tempfile::tempdir()?;
     let mut ticks = 0;
@@ -61,6 +64,7 @@ async fn rural_mix_drill_writes_a_report_that_renders_in_chromium() -> anyhow::R
     assert_eq!(json["passed"].as_bool(), Some(output.report.passed));
 
     // report.html from disk in Chromium.
+    drop(turn);
     let cd = ChromeDriver::start().await?;
     let browser = cd.browser().await?;
     let result = async {
