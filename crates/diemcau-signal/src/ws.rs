@@ -13,6 +13,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use diemcau_media::{PeerId, TrackId};
 use diemcau_proto::{ClientMsg, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Role, ServerMsg, close};
+use diemcau_store::Meeting;
 use diemcau_store::token::{self, Claims};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -51,7 +52,7 @@ pub(crate) async fn close_with(ws: &mut (impl SinkExt<Message> + Unpin), code: u
     let _ = ws.send(Message::Close(Some(frame))).await;
 }
 
-pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Room), String> {
+pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Meeting), String> {
     let tok = tok.ok_or("missing token: open the link with ?token=…")?;
     let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| e.to_string())?;
     let meeting = state
@@ -71,21 +72,31 @@ pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claim
             claims.role.as_str()
         ));
     }
-    let mut ids = vec![meeting.chair_site_id];
-    ids.extend(meeting.invited.iter().copied());
-    let mut sites = Vec::with_capacity(ids.len());
+    Ok((claims, meeting))
+}
+
+/// The room of `meeting` as it opens: the chair and every invited site, read in two queries (once per opening of a
+/// room: a join to a room already open reads none of it — it was one query per invited site on every join, 3,000 in
+/// a 3,000-site meeting).
+fn open_room(state: &AppState, meeting: Meeting) -> Room {
+    let mut sites = Vec::with_capacity(meeting.invited.len() + 1);
+    if let Ok(Some(s)) = state.store.site(meeting.chair_site_id) {
+        sites.push(RoomSite { id: s.id, name: s.name, kind: s.kind, parent_id: s.parent_id });
+    }
     let mut hints = HashMap::new();
-    for id in ids {
-        if let Ok(Some(s)) = state.store.site(id) {
-            if s.id != meeting.chair_site_id {
+    match state.store.invited_sites(meeting.id) {
+        Ok(invited) => {
+            for s in invited.into_iter().filter(|s| s.id != meeting.chair_site_id) {
                 hints.insert(s.id, s.link_hint);
+                sites.push(RoomSite { id: s.id, name: s.name, kind: s.kind, parent_id: s.parent_id });
             }
-            sites.push(RoomSite { id: s.id, name: s.name, kind: s.kind, parent_id: s.parent_id });
         }
+        Err(e) => warn!(meeting = meeting.id, "cannot load the invited sites: {e}"),
     }
     let mut room = Room::new(meeting.title, meeting.chair_site_id, sites);
     room.pending_hints = Some(hints);
-    Ok((claims, room))
+    settle_weakest_link(state, &mut room);
+    room
 }
 
 /// Works out `room.weakest_link` if it has not been (once per opening of a room: it reads every site's latest link
@@ -115,7 +126,7 @@ fn weakest_link(state: &AppState, hints: HashMap<i64, Option<String>>) -> Option
 
 async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
     let (mut sink, mut stream) = socket.split();
-    let (claims, fresh_room) = match check_claims(&state, tok.as_deref()) {
+    let (claims, meeting) = match check_claims(&state, tok.as_deref()) {
         Ok(v) => v,
         Err(reason) => {
             debug!("refused connection: {reason}");
@@ -129,7 +140,7 @@ async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
 
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
     let span = info_span!("peer", peer = peer.0, site = claims.site_id, role = claims.role.as_str());
-    run(state, claims, fresh_room, peer, sink, stream).instrument(span).await;
+    run(state, claims, meeting, peer, sink, stream).instrument(span).await;
 }
 
 pub(crate) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -194,28 +205,18 @@ fn site_profile(state: &AppState, claims: &Claims) -> Option<diemcau_proto::Link
     diemcau_proto::LinkProfile::from_link_hint(&hint)
 }
 
-async fn run(
-    state: Arc<AppState>,
-    claims: Claims,
-    mut fresh_room: Room,
-    peer: PeerId,
-    mut sink: Sink,
-    mut stream: Stream,
-) {
+async fn run(state: Arc<AppState>, claims: Claims, meeting: Meeting, peer: PeerId, mut sink: Sink, mut stream: Stream) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let meeting_id = claims.meeting_id;
     let profile = site_profile(&state, &claims);
-    // The room's weakest link is read from the store when this join opens the room, outside the rooms lock (under it
-    // only if the room closed in between).
-    if !state.rooms.lock().is_ok_and(|r| r.contains_key(&meeting_id)) {
-        settle_weakest_link(&state, &mut fresh_room);
-    }
+    // The room is read from the store when this join opens it, outside the rooms lock (under it only if the room
+    // closed in between).
+    let mut fresh_room =
+        (!state.rooms.lock().is_ok_and(|r| r.contains_key(&meeting_id))).then(|| open_room(&state, meeting.clone()));
     let welcome = {
         let Ok(mut rooms) = state.rooms.lock() else { return };
-        let room = rooms.entry(meeting_id).or_insert_with(|| {
-            settle_weakest_link(&state, &mut fresh_room);
-            fresh_room
-        });
+        let room =
+            rooms.entry(meeting_id).or_insert_with(|| fresh_room.take().unwrap_or_else(|| open_room(&state, meeting)));
         if let Some(old) = room.join(peer, claims.site_id, claims.role, tx.clone(), state.cfg.sites_start_muted)
             && let Some(m) = room.leave(old)
         {
