@@ -110,13 +110,12 @@ impl LossMeter {
 
     /// The mean of the reports of the last [`LOSS_WINDOW`] before `now`.
     pub fn mean(&self, now: Instant) -> Option<f32> {
-        let recent: Vec<f32> = self
+        let (sum, n) = self
             .reports
             .iter()
             .filter(|(at, _)| now.saturating_duration_since(*at) <= LOSS_WINDOW)
-            .map(|(_, l)| *l)
-            .collect();
-        (!recent.is_empty()).then(|| recent.iter().sum::<f32>() / recent.len() as f32)
+            .fold((0.0_f32, 0_u32), |(sum, n), (_, l)| (sum + l, n + 1));
+        (n > 0).then(|| sum / n as f32)
     }
 
     /// The link loses [`DROP_LOSS`] or more of what is sent into it.
@@ -319,17 +318,12 @@ impl Allocator {
         // dead band as a raise: a flowing video pauses only when the estimate is below its lowest layer by more
         // than HEADROOM. (VSAT: GoogCC's estimate wanders 55–85 kbit/s around audio + 180p at 7.5 fps ≈ 80 on a
         // 128 kbit/s link that carries both; pausing at every dip below 80 left half the sites audio-only.)
-        let lenient = allocate((f64::from(estimate_kbps) * HEADROOM) as u32, wanted);
+        // Without the loss of an overloaded link, not at all.
+        let lenient = overloaded.then(|| allocate((f64::from(estimate_kbps) * HEADROOM) as u32, wanted));
         for i in 0..wanted.len() {
-            if video(i) && cur[i].is_some() && keep[i].layer.is_none() && lenient[i].layer.is_some() {
+            let spared = lenient.as_ref().is_none_or(|l| l[i].layer.is_some());
+            if video(i) && cur[i].is_some() && keep[i].layer.is_none() && spared {
                 keep[i].layer = Some(0);
-            }
-        }
-        if !overloaded {
-            for i in 0..wanted.len() {
-                if video(i) && cur[i].is_some() && keep[i].layer.is_none() {
-                    keep[i].layer = Some(0);
-                }
             }
         }
         // A flowing video the estimate would pause keeps its lowest layer until that has lasted PAUSE_HOLD.
