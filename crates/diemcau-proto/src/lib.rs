@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod control;
+
 /// Version of the signalling protocol described here.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -217,6 +219,13 @@ pub enum ClientMsg {
     Ping {},
     /// Link check (`/ws/check` only): what the client has received of the bridge's probe so far, cumulative.
     CheckReport(CheckReport),
+    /// Site only: "Có mặt" — the site answers the roll call.
+    Present {},
+    /// Site only: raise (`true`) or lower (`false`) the hand, to ask for the floor.
+    Hand {
+        /// `true` to raise.
+        raised: bool,
+    },
 }
 
 /// A link-check client's receive counters for the bridge's probe stream (cumulative since the check began).
@@ -423,6 +432,28 @@ pub enum ServerMsg {
     CheckResult {
         /// The measures and the recommended profile.
         result: LinkCheckResult,
+    },
+    /// Chair and technicians: the whole state of the meeting's control (roll call, floor, hands, mutes, lock),
+    /// sent on joining and after every change that is not a roll-call answer.
+    Control {
+        /// The state.
+        state: control::ControlState,
+    },
+    /// Chair and technicians: one roll-call answer or expiry, as it is logged (3,000 answers are 3,000 small
+    /// messages, not 3,000 copies of the whole list).
+    RollCallResult {
+        /// The site.
+        site_id: i64,
+        /// Its result.
+        result: control::SiteResult,
+        /// The counts so far in this roll call.
+        counts: control::Counts,
+    },
+    /// Sites: what the control of the meeting means for this site, sent on joining and on every change that
+    /// concerns it.
+    SiteControl {
+        /// The view.
+        view: control::SiteView,
     },
 }
 
