@@ -37,6 +37,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use diemcau_proto::control::Logged;
 use diemcau_proto::{LinkCheckResult, SiteKind};
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 use serde::Serialize;
@@ -176,6 +177,30 @@ pub struct LinkCheckRecord {
     pub at_unix_ms: i64,
     /// The measures and the recommendation, as the bridge sent them to the site.
     pub result: LinkCheckResult,
+}
+
+/// A site's link quality over a meeting, as sums of the samples taken while it was connected.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct QualitySums {
+    /// Samples taken (one every few seconds while connected).
+    pub samples: i64,
+    /// Sum of the bitrate sent to the site, kbit/s.
+    pub kbps_sum: f64,
+    /// Sum of the loss it reported, percent, over `loss_samples`.
+    pub loss_sum: f64,
+    /// Samples with a loss figure.
+    pub loss_samples: i64,
+    /// Sum of the round-trip time, ms, over `rtt_samples`.
+    pub rtt_sum: f64,
+    /// Samples with a round-trip time.
+    pub rtt_samples: i64,
+    /// The lowest picture height it decoded (its lowest layer); `None`: no video decoded; 0: it was paused to audio
+    /// only.
+    pub lowest_height: Option<i64>,
+    /// Audio samples it played (received).
+    pub audio_samples: i64,
+    /// Audio samples it concealed (lost or late).
+    pub audio_concealed: i64,
 }
 
 /// The store: one SQLite connection behind a mutex.
@@ -437,6 +462,104 @@ impl Store {
             out.push(LinkCheckRecord { site_id, site_code, site_name, meeting_id, at_unix_ms, result });
         }
         Ok(out)
+    }
+
+    /// Appends one entry to the control log of meeting `meeting_id`; [`StoreError::Invalid`] if its sequence number
+    /// is already taken (two writers, or a replay), [`StoreError::NotFound`] if the meeting does not exist.
+    pub fn append_control(&self, meeting_id: i64, entry: &Logged) -> Result<(), StoreError> {
+        let json = serde_json::to_string(entry).map_err(|e| StoreError::Invalid(format!("control event: {e}")))?;
+        let seq = i64::try_from(entry.seq).map_err(|_| StoreError::Invalid("control event: seq too large".into()))?;
+        let conn = self.conn();
+        require_meeting(&conn, meeting_id)?;
+        let done = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO control_log (meeting_id, seq, at_unix_ms, event_json) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![meeting_id, seq, entry.at_ms, json])?;
+        if done == 0 {
+            return Err(StoreError::Invalid(format!("control log of meeting {meeting_id}: entry {seq} exists")));
+        }
+        Ok(())
+    }
+
+    /// The control log of meeting `meeting_id`, in order. An entry that does not parse (written by a newer build)
+    /// is an error naming it: a state replayed without it would be wrong.
+    pub fn control_log(&self, meeting_id: i64) -> Result<Vec<Logged>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, event_json FROM control_log WHERE meeting_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([meeting_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, json) = row?;
+            let entry = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Invalid(format!("control log of meeting {meeting_id}, entry {seq}: {e}")))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Writes the quality sums of sites of meeting `meeting_id` (site id, sums), replacing what was there, in one
+    /// transaction.
+    pub fn save_quality(
+        &self,
+        meeting_id: i64,
+        at_unix_ms: i64,
+        sums: &[(i64, QualitySums)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO site_quality (meeting_id, site_id, samples, kbps_sum, loss_sum, loss_samples, \
+                 rtt_sum, rtt_samples, lowest_height, audio_samples, audio_concealed, updated_unix_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for (site, q) in sums {
+                stmt.execute(params![
+                    meeting_id,
+                    site,
+                    q.samples,
+                    q.kbps_sum,
+                    q.loss_sum,
+                    q.loss_samples,
+                    q.rtt_sum,
+                    q.rtt_samples,
+                    q.lowest_height,
+                    q.audio_samples,
+                    q.audio_concealed,
+                    at_unix_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The quality sums of every site of meeting `meeting_id` that has any.
+    pub fn quality(&self, meeting_id: i64) -> Result<Vec<(i64, QualitySums)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT site_id, samples, kbps_sum, loss_sum, loss_samples, rtt_sum, rtt_samples, lowest_height, \
+             audio_samples, audio_concealed FROM site_quality WHERE meeting_id = ?1 ORDER BY site_id",
+        )?;
+        let rows = stmt.query_map([meeting_id], |r| {
+            Ok((
+                r.get(0)?,
+                QualitySums {
+                    samples: r.get(1)?,
+                    kbps_sum: r.get(2)?,
+                    loss_sum: r.get(3)?,
+                    loss_samples: r.get(4)?,
+                    rtt_sum: r.get(5)?,
+                    rtt_samples: r.get(6)?,
+                    lowest_height: r.get(7)?,
+                    audio_samples: r.get(8)?,
+                    audio_concealed: r.get(9)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The session log of meeting `meeting_id`, in the order it was recorded.

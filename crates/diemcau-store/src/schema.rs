@@ -70,6 +70,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX link_checks_site ON link_checks(site_id, id);
     "#,
+    // 3: the control log of each meeting (roll call, floor, mutes, lock: `diemcau_proto::control::Logged`), and
+    // each site's link quality over a meeting, summed as it goes (one row per site, rewritten every half minute).
+    r#"
+    CREATE TABLE control_log (
+        meeting_id INTEGER NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+        seq        INTEGER NOT NULL CHECK (seq > 0),
+        at_unix_ms INTEGER NOT NULL,
+        event_json TEXT NOT NULL,
+        PRIMARY KEY (meeting_id, seq)
+    ) STRICT;
+
+    CREATE TABLE site_quality (
+        meeting_id     INTEGER NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+        site_id        INTEGER NOT NULL REFERENCES sites(id),
+        samples        INTEGER NOT NULL,
+        kbps_sum       REAL NOT NULL,
+        loss_sum       REAL NOT NULL,
+        loss_samples   INTEGER NOT NULL,
+        rtt_sum        REAL NOT NULL,
+        rtt_samples    INTEGER NOT NULL,
+        lowest_height  INTEGER,
+        audio_samples  INTEGER NOT NULL,
+        audio_concealed INTEGER NOT NULL,
+        updated_unix_ms INTEGER NOT NULL,
+        PRIMARY KEY (meeting_id, site_id)
+    ) STRICT;
+    "#,
 ];
 
 /// Schema version this build writes.

@@ -31,7 +31,7 @@ fn open_creates_dir_and_reopen_persists_data_and_secret() -> R {
     let path = dir.path().join("nested/data/diemcau.db");
     let (secret, id, meeting) = {
         let store = Store::open(&path)?;
-        assert_eq!(store.schema_version()?, 2);
+        assert_eq!(store.schema_version()?, 3);
         let secret = store.secret()?;
         assert_eq!(secret.len(), 32);
         assert_eq!(store.secret()?, secret, "secret is stable within one open");
@@ -75,7 +75,7 @@ fn migrations_are_idempotent() -> R {
     let path = dir.path().join("d.db");
     for _ in 0..3 {
         let store = Store::open(&path)?;
-        assert_eq!(store.schema_version()?, 2);
+        assert_eq!(store.schema_version()?, 3);
         store.insert_site(&site(&format!("s{}", store.sites()?.len()), SiteKind::Commune, None))?;
     }
     let store = Store::open(&path)?;
@@ -86,7 +86,7 @@ fn migrations_are_idempotent() -> R {
 #[test]
 fn in_memory_store_works() -> R {
     let store = Store::open_in_memory()?;
-    assert_eq!(store.schema_version()?, 2);
+    assert_eq!(store.schema_version()?, 3);
     assert_eq!(store.secret()?.len(), 32);
     assert!(store.sites()?.is_empty());
     assert!(store.meetings()?.is_empty());
@@ -462,5 +462,48 @@ fn link_checks_keep_history_and_list_the_latest_per_site() -> R {
     let only_b = store.latest_link_checks(Some(latest[1].site_id))?;
     assert_eq!(only_b.len(), 1);
     assert_eq!(only_b[0].site_name, "Tên B");
+    Ok(())
+}
+
+#[test]
+fn control_log_survives_a_reopen_in_order_and_refuses_a_taken_seq() -> R {
+    use diemcau_proto::control::{Event, Logged};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("diemcau.db");
+    let entries = vec![
+        Logged { seq: 1, at_ms: 10, event: Event::FloorGiven { site_id: 2 } },
+        Logged { seq: 2, at_ms: 20, event: Event::Confirmed { site_id: 2, audio: true, video: false } },
+    ];
+    let meeting = {
+        let store = Store::open(&path)?;
+        let chair = store.insert_site(&site("01", SiteKind::Province, None))?;
+        let c = store.insert_site(&site("02", SiteKind::Commune, Some(chair)))?;
+        let m = store.create_meeting("Họp", chair, &[c])?;
+        for e in &entries {
+            store.append_control(m, e)?;
+        }
+        let dup = Logged { seq: 2, at_ms: 30, event: Event::FloorTaken };
+        assert!(invalid_msg(store.append_control(m, &dup)).contains("entry 2 exists"));
+        assert!(matches!(store.append_control(m + 99, &dup), Err(StoreError::NotFound(_))));
+        m
+    };
+    let store = Store::open(&path)?;
+    assert_eq!(store.control_log(meeting)?, entries);
+    assert_eq!(store.control_log(meeting + 1)?, Vec::new());
+    Ok(())
+}
+
+#[test]
+fn quality_sums_are_replaced_per_site() -> R {
+    use diemcau_store::QualitySums;
+    let store = Store::open_in_memory()?;
+    let chair = store.insert_site(&site("01", SiteKind::Province, None))?;
+    let c = store.insert_site(&site("02", SiteKind::Commune, Some(chair)))?;
+    let m = store.create_meeting("Họp", chair, &[c])?;
+    let q =
+        |n: i64| QualitySums { samples: n, kbps_sum: 100.0 * n as f64, lowest_height: Some(180), ..Default::default() };
+    store.save_quality(m, 1, &[(c, q(1))])?;
+    store.save_quality(m, 2, &[(c, q(5))])?;
+    assert_eq!(store.quality(m)?, vec![(c, q(5))]);
     Ok(())
 }
