@@ -182,6 +182,10 @@ pub struct PeerStats {
     pub packets_out: u64,
     /// RTP packets received from the peer.
     pub packets_in: u64,
+    /// Of which audio (its microphone).
+    pub audio_packets_in: u64,
+    /// Of which video (its camera or screen).
+    pub video_packets_in: u64,
     /// Loss from the peer as the bridge's receiver reports count it, percent.
     pub loss_in_pct: Option<f64>,
     /// Link-check probe packets sent to the peer.

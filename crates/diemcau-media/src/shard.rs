@@ -1305,6 +1305,10 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
                 }
             };
             let Some(kind) = peer.publishes.get(&mid).copied() else { return };
+            match kind {
+                Kind::Audio => peer.stats.audio_packets_in += 1,
+                Kind::Video => peer.stats.video_packets_in += 1,
+            }
             if kind == Kind::Audio && peer.red_pt == Some(p.header.payload_type) {
                 // RED from the publisher: forwarded as the Opus inside, a packet lost on the way in restored.
                 let track = TrackId { peer: pid, kind };

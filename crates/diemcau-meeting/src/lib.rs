@@ -240,7 +240,7 @@ impl Controller {
                 let per_call_ms = per_call_ms(mode, seconds)?;
                 Ok(Some(Event::RollCallStarted { round: self.rounds + 1, mode, sites, per_call_ms }))
             }
-            Action::Recall {} => {
+            Action::Recall { seconds } => {
                 if self.round.is_some() {
                     return Err(Refusal::RollCallInProgress);
                 }
@@ -253,12 +253,11 @@ impl Controller {
                 if again.is_empty() {
                     return Err(Refusal::NothingToRecall);
                 }
-                Ok(Some(Event::RollCallStarted {
-                    round: self.rounds + 1,
-                    mode: *mode,
-                    sites: again,
-                    per_call_ms: *per_call_ms,
-                }))
+                let per_call_ms = match seconds {
+                    None => *per_call_ms,
+                    Some(_) => crate::per_call_ms(*mode, seconds)?,
+                };
+                Ok(Some(Event::RollCallStarted { round: self.rounds + 1, mode: *mode, sites: again, per_call_ms }))
             }
             Action::CancelRollCall {} => {
                 if self.round.is_none() {
@@ -508,6 +507,11 @@ impl Controller {
     /// Whether a roll call is in progress.
     pub fn roll_call_active(&self) -> bool {
         self.round.is_some()
+    }
+
+    /// The mode of the roll call in progress.
+    pub fn mode(&self) -> Option<RollCallMode> {
+        self.round.as_ref().map(|r| r.mode)
     }
 
     /// Sequence number of the last event applied.

@@ -160,7 +160,7 @@ fn recall_calls_only_the_sites_that_did_not_answer() {
     s.advance(10_000);
     assert_eq!(s.outcome(3), Some(Outcome::NoAnswer));
     // The chair calls again: sites 3 and 4 only, round 2.
-    s.chair(Action::Recall {}).expect("recall");
+    s.chair(Action::Recall { seconds: None }).expect("recall");
     let st = s.c.state();
     let rc = st.roll_call.expect("round 2");
     assert_eq!((rc.round, rc.sites.clone()), (2, vec![3, 4]));
@@ -171,15 +171,15 @@ fn recall_calls_only_the_sites_that_did_not_answer() {
     assert_eq!(s.c.result(3).map(|r| (r.outcome, r.round)), Some((Outcome::PresentAv, 2)));
     assert_eq!(s.c.result(2).map(|r| r.round), Some(1), "round 1's answer stands");
     // Site 4 still missing: a third round has only it; once it answers nobody is left.
-    s.chair(Action::Recall {}).expect("recall 3");
+    s.chair(Action::Recall { seconds: None }).expect("recall 3");
     s.present(4, true, false).expect("4");
-    assert_eq!(s.chair(Action::Recall {}), Err(Refusal::NothingToRecall));
+    assert_eq!(s.chair(Action::Recall { seconds: None }), Err(Refusal::NothingToRecall));
 }
 
 #[test]
 fn cancel_stops_the_round_and_refusals_say_why() {
     let mut s = Shell::new(&[2, 3]);
-    assert_eq!(s.chair(Action::Recall {}), Err(Refusal::NoRollCallYet));
+    assert_eq!(s.chair(Action::Recall { seconds: None }), Err(Refusal::NoRollCallYet));
     assert_eq!(s.chair(Action::CancelRollCall {}), Err(Refusal::NoRollCall));
     assert_eq!(
         s.chair(start(RollCallMode::AllAtOnce, Some(vec![2, 2]), None)).map(|_| ()),
@@ -202,7 +202,7 @@ fn cancel_stops_the_round_and_refusals_say_why() {
     assert_eq!(s.outcome(3), None, "a cancelled round decides nobody else");
     assert_eq!(s.c.counts().waiting, 0);
     // A re-call after a cancel calls the sites without an answer.
-    s.chair(Action::Recall {}).expect("recall");
+    s.chair(Action::Recall { seconds: None }).expect("recall");
     assert_eq!(s.c.state().roll_call.map(|r| r.sites), Some(vec![3]));
 }
 

@@ -102,7 +102,11 @@ pub enum Action {
         seconds: Option<u32>,
     },
     /// Call again, in a new round, the sites of the last roll call that did not answer.
-    Recall {},
+    Recall {
+        /// Seconds to answer; default: the last round's.
+        #[serde(default)]
+        seconds: Option<u32>,
+    },
     /// Stop the roll call in progress; sites not decided yet keep no result of this round.
     CancelRollCall {},
     /// Give the floor to a site: its microphone is unmuted and it is heard and seen by all.

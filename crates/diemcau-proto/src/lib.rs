@@ -40,6 +40,8 @@ pub mod close {
     pub const SHUTDOWN: u16 = 4006;
     /// The client speaks another protocol version.
     pub const BAD_VERSION: u16 = 4007;
+    /// The chair locked the meeting and this site had not joined it before.
+    pub const LOCKED: u16 = 4008;
 }
 
 /// Role carried by a join token.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AppError, AppState, unix_now};
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -24,7 +24,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError>
 }
 
 /// Checks the admin bearer token (compared in constant time).
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     let Some(expected) = state.cfg.admin_token.as_deref() else {
         return Err(AppError::Forbidden("the admin API is disabled: set [admin] token in the config".into()));
     };

@@ -235,5 +235,7 @@ fn type_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Stats(_) => "stats",
         ClientMsg::Ping {} => "ping",
         ClientMsg::CheckReport(_) => "check_report",
+        ClientMsg::Present {} => "present",
+        ClientMsg::Hand { .. } => "hand",
     }
 }

@@ -20,6 +20,9 @@ pub enum AppError {
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request is fine but the meeting's state refuses it (e.g. a roll call already in progress).
+    #[error("{0}")]
+    Conflict(String),
     /// 500: our fault; details only in the log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -43,6 +46,7 @@ impl IntoResponse for AppError {
             AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
             AppError::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())

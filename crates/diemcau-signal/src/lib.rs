@@ -14,6 +14,7 @@
 
 mod api;
 mod check;
+mod control;
 mod error;
 pub mod linkcheck;
 mod room;
@@ -112,8 +113,29 @@ impl AppState {
 }
 
 /// Consumes the data plane's events (media connected / gone) and updates the rooms. Run it as a task.
+///
+/// It is also the meetings' clock: every [`CONTROL_TICK`] it fires the roll-call deadlines that have passed, and
+/// once a second it notes whose audio and video are arriving (the roll call's media check).
 pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
-    while let Some(ev) = events.recv().await {
+    let mut clock = tokio::time::interval(CONTROL_TICK);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = clock.tick() => {
+                let now = unix_now_ms();
+                ticks += 1;
+                if ticks.is_multiple_of(4) {
+                    control::refresh_media_seen(&state, now);
+                }
+                control::tick(&state, now);
+                continue;
+            }
+        };
         let Ok(mut rooms) = state.rooms.lock() else { return };
         if let MediaEvent::AudioLevels(levels) = &ev {
             let now = std::time::Instant::now();
@@ -152,6 +174,9 @@ pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedR
     }
 }
 
+/// How often the meetings' deadlines are looked at: a call ends at most this late.
+pub const CONTROL_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
@@ -160,6 +185,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ws/check", get(check::handler))
         .route("/api/link-checks", get(api::link_checks))
         .route("/api/meetings/{id}/stats", get(api::stats))
+        .route("/api/meetings/{id}/control", get(control::get).post(control::post))
         .route("/api/sites", get(api::list_sites).post(api::add_site))
         .route("/api/sites/import", post(api::import_sites))
         .route("/api/meetings", get(api::list_meetings).post(api::create_meeting))

@@ -62,6 +62,9 @@ pub(crate) struct Member {
     spoke_at: Option<Instant>,
     /// Spoke within [`HANGOVER`] as of the last levels report.
     pub(crate) speaking: bool,
+    /// Audio and video packets received from it so far, and when each count last grew (unix ms): the roll call's
+    /// check that its media arrives.
+    pub(crate) media_seen: [(u64, Option<i64>); 2],
 }
 
 /// A live meeting.
@@ -75,12 +78,19 @@ pub(crate) struct Room {
     pub(crate) weakest_link: Option<diemcau_proto::LinkProfile>,
     /// Invited site → directory link hint, until `weakest_link` has been worked out from them (`None` after).
     pub(crate) pending_hints: Option<HashMap<i64, Option<String>>>,
+    /// Roll call, floor, hands, mutes, lock (restored from the meeting's control log when the room opens).
+    pub(crate) control: diemcau_meeting::Controller,
+    /// Sites that joined this meeting at some time (a locked meeting lets them back in).
+    pub(crate) joined_before: HashSet<i64>,
     next_seq: u64,
 }
 
 impl Room {
     pub(crate) fn new(title: String, chair_site_id: i64, sites: Vec<RoomSite>) -> Room {
+        let invited = sites.iter().map(|s| s.id).filter(|id| *id != chair_site_id).collect();
         Room {
+            control: diemcau_meeting::Controller::new(invited),
+            joined_before: HashSet::new(),
             title,
             chair_site_id,
             sites,
@@ -126,13 +136,35 @@ impl Room {
                 video_on: true,
                 spoke_at: None,
                 speaking: false,
+                media_seen: [(0, None); 2],
             },
         );
+        if role == Role::Site {
+            self.control.set_online(site_id, true);
+        }
         replaced
     }
 
     pub(crate) fn leave(&mut self, peer: PeerId) -> Option<Member> {
-        self.members.remove(&peer)
+        let m = self.members.remove(&peer)?;
+        if m.role == Role::Site && !self.members.values().any(|o| o.site_id == m.site_id && o.role == Role::Site) {
+            self.control.set_online(m.site_id, false);
+        }
+        Some(m)
+    }
+
+    /// Whether a site's microphone is off: by itself or by the chair.
+    pub(crate) fn is_muted(&self, m: &Member) -> bool {
+        m.muted || self.control.is_muted(m.site_id)
+    }
+
+    /// The connected peer of a site (its latest connection).
+    pub(crate) fn site_peer(&self, site_id: i64) -> Option<PeerId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.site_id == site_id && m.role == Role::Site && m.connected)
+            .max_by_key(|(_, m)| m.join_seq)
+            .map(|(p, _)| *p)
     }
 
     pub(crate) fn send(&self, peer: PeerId, msg: ServerMsg) {
@@ -165,7 +197,7 @@ impl Room {
                         Some(m) if m.connected => PeerState::Connected,
                         Some(_) => PeerState::Connecting,
                     },
-                    muted: member.is_none_or(|m| m.muted),
+                    muted: member.is_none_or(|m| self.is_muted(m)),
                 }
             })
             .collect()
@@ -193,17 +225,28 @@ impl Room {
             .collect();
         sites.sort();
 
+        // The floor holder, heard and seen by every site on its second audio and video slot (pages offer them).
+        let floor = self.control.floor().and_then(|f| self.site_peer(f));
+        let floor_sends = |kind: Kind| {
+            floor.filter(|p| {
+                self.members
+                    .get(p)
+                    .is_some_and(|m| m.publishes.contains(&kind) && (kind == Kind::Video || !self.is_muted(m)))
+            })
+        };
         let mut desired: Vec<(PeerId, HashMap<String, Option<PeerId>>)> = Vec::new();
         for (pid, m) in &self.members {
             let mut want: HashMap<String, Option<PeerId>> = HashMap::new();
             match m.role {
                 Role::Site => {
                     for kind in [Kind::Audio, Kind::Video] {
-                        let mut first = true;
-                        for slot in m.slots.iter().filter(|s| s.kind == kind) {
-                            let src = if first && chair_publishes.contains(&kind) { chair } else { None };
+                        for (i, slot) in m.slots.iter().filter(|s| s.kind == kind).enumerate() {
+                            let src = match i {
+                                0 if chair_publishes.contains(&kind) => chair,
+                                1 => floor_sends(kind).filter(|f| f != pid),
+                                _ => None,
+                            };
                             want.insert(slot.mid.clone(), src);
-                            first = false;
                         }
                     }
                 }
@@ -216,9 +259,9 @@ impl Room {
                             .iter()
                             .map(|(_, p)| *p)
                             .filter(|p| {
-                                self.members
-                                    .get(p)
-                                    .is_some_and(|s| s.publishes.contains(&kind) && (kind == Kind::Video || !s.muted))
+                                self.members.get(p).is_some_and(|s| {
+                                    s.publishes.contains(&kind) && (kind == Kind::Video || !self.is_muted(s))
+                                })
                             })
                             .collect();
                         // The chair's own sendrecv transceivers carry its camera and microphone, not tiles.
@@ -226,9 +269,10 @@ impl Room {
                         // Last-N audio: only the first N of the speakers-first order may hold a slot.
                         let eligible = if kind == Kind::Audio {
                             let held: HashSet<PeerId> = m.assigned.values().flatten().copied().collect();
+                            // The floor holder first, whether it speaks or not.
                             let rank = |p: &PeerId| {
                                 let speaking = self.members.get(p).is_some_and(|s| s.speaking);
-                                (!speaking, !held.contains(p))
+                                (floor != Some(*p), !speaking, !held.contains(p))
                             };
                             let mut e = eligible;
                             e.sort_by_key(rank); // stable: join order within a rank
@@ -247,6 +291,14 @@ impl Room {
                                 want.insert(s.mid.clone(), Some(*cur));
                                 placed.push(*cur);
                             }
+                        }
+                        // The floor holder's picture is in a tile: the first free one, else the last tile's.
+                        if kind == Kind::Video
+                            && let Some(f) = floor.filter(|f| eligible.contains(f) && !placed.contains(f))
+                            && let Some(s) = slots.iter().find(|s| !want.contains_key(&s.mid)).or(slots.last())
+                        {
+                            want.insert(s.mid.clone(), Some(f));
+                            placed.push(f);
                         }
                         let mut queue = eligible.iter().filter(|p| !placed.contains(p));
                         for s in &slots {

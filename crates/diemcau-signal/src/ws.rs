@@ -94,6 +94,11 @@ fn open_room(state: &AppState, meeting: Meeting) -> Room {
         Err(e) => warn!(meeting = meeting.id, "cannot load the invited sites: {e}"),
     }
     let mut room = Room::new(meeting.title, meeting.chair_site_id, sites);
+    room.control = crate::control::restore(state, meeting.id, meeting.invited.clone());
+    match state.store.session_events(meeting.id) {
+        Ok(events) => room.joined_before.extend(events.into_iter().filter(|e| e.event == "join").map(|e| e.site_id)),
+        Err(e) => warn!(meeting = meeting.id, "cannot read the session log: {e}"),
+    }
     room.pending_hints = Some(hints);
     settle_weakest_link(state, &mut room);
     room
@@ -217,30 +222,50 @@ async fn run(state: Arc<AppState>, claims: Claims, meeting: Meeting, peer: PeerI
         let Ok(mut rooms) = state.rooms.lock() else { return };
         let room =
             rooms.entry(meeting_id).or_insert_with(|| fresh_room.take().unwrap_or_else(|| open_room(&state, meeting)));
-        if let Some(old) = room.join(peer, claims.site_id, claims.role, tx.clone(), state.cfg.sites_start_muted)
-            && let Some(m) = room.leave(old)
-        {
-            let _ = m.tx.send(Outgoing::Close(close::REPLACED, "the same site connected again elsewhere".into()));
-            state.media.remove(old);
+        if claims.role == Role::Site && room.control.locked() && !room.joined_before.contains(&claims.site_id) {
+            None
+        } else {
+            room.joined_before.insert(claims.site_id);
+            if let Some(old) = room.join(peer, claims.site_id, claims.role, tx.clone(), state.cfg.sites_start_muted)
+                && let Some(m) = room.leave(old)
+            {
+                let _ = m.tx.send(Outgoing::Close(close::REPLACED, "the same site connected again elsewhere".into()));
+                state.media.remove(old);
+            }
+            let welcome = ServerMsg::Welcome {
+                v: PROTOCOL_VERSION,
+                role: claims.role,
+                meeting_id,
+                meeting_title: room.title.clone(),
+                site_id: claims.site_id,
+                site_name: room.site_name(claims.site_id),
+                chair_site_id: room.chair_site_id,
+                grid_size: state.cfg.grid_size,
+                audio_slots: state.cfg.audio_slots,
+                profile,
+                weakest_link: room.weakest_link,
+            };
+            room.broadcast_roster();
+            if claims.role == Role::Site && state.cfg.sites_start_muted {
+                room.send(peer, ServerMsg::Muted { muted: true });
+            }
+            // What the control of the meeting is now: after the welcome (the channel is read after it is sent).
+            match claims.role {
+                Role::Site => {
+                    room.send(peer, ServerMsg::SiteControl { view: room.control.site_view(claims.site_id) });
+                    if room.control.is_muted(claims.site_id) {
+                        room.send(peer, ServerMsg::Muted { muted: true });
+                    }
+                }
+                Role::Chair | Role::Technician => room.send(peer, ServerMsg::Control { state: room.control.state() }),
+            }
+            Some(welcome)
         }
-        let welcome = ServerMsg::Welcome {
-            v: PROTOCOL_VERSION,
-            role: claims.role,
-            meeting_id,
-            meeting_title: room.title.clone(),
-            site_id: claims.site_id,
-            site_name: room.site_name(claims.site_id),
-            chair_site_id: room.chair_site_id,
-            grid_size: state.cfg.grid_size,
-            audio_slots: state.cfg.audio_slots,
-            profile,
-            weakest_link: room.weakest_link,
-        };
-        room.broadcast_roster();
-        if claims.role == Role::Site && state.cfg.sites_start_muted {
-            room.send(peer, ServerMsg::Muted { muted: true });
-        }
-        welcome
+    };
+    let Some(welcome) = welcome else {
+        info!("refused: the meeting is locked");
+        close_with(&mut sink, close::LOCKED, "the chair locked the meeting: no new site may join").await;
+        return;
     };
     if sink.send(Message::Text(welcome.to_json().into())).await.is_err() {
         leave(&state, meeting_id, peer);
@@ -347,12 +372,30 @@ fn leave(state: &AppState, meeting_id: i64, peer: PeerId) {
     }
 }
 
+/// Runs a control input from a page (its store write off the async workers); a refusal is the page's error.
+async fn control_reply(state: &Arc<AppState>, meeting_id: i64, input: diemcau_meeting::Input) -> Option<ServerMsg> {
+    let st = state.clone();
+    let done = tokio::task::spawn_blocking(move || crate::control::handle(&st, meeting_id, unix_now_ms(), input)).await;
+    match done {
+        Ok(Ok(_)) => None,
+        Ok(Err(crate::control::ControlError::Refused(r))) => error("refused", r.to_string()),
+        Ok(Err(e)) => {
+            warn!("control input failed: {e:?}");
+            error("internal", "the bridge could not record this; try again")
+        }
+        Err(e) => {
+            warn!("control task: {e}");
+            error("internal", "the bridge could not record this; try again")
+        }
+    }
+}
+
 fn error(code: &str, message: impl Into<String>) -> Option<ServerMsg> {
     Some(ServerMsg::Error { code: code.into(), message: message.into() })
 }
 
 /// Handles one parsed message; returns the direct reply, if any.
-async fn handle(state: &AppState, claims: &Claims, peer: PeerId, msg: ClientMsg) -> Option<ServerMsg> {
+async fn handle(state: &Arc<AppState>, claims: &Claims, peer: PeerId, msg: ClientMsg) -> Option<ServerMsg> {
     match msg {
         ClientMsg::Hello { .. } => error("unexpected", "hello was already received"),
         ClientMsg::Offer { sdp } => {
@@ -381,6 +424,10 @@ async fn handle(state: &AppState, claims: &Claims, peer: PeerId, msg: ClientMsg)
         ClientMsg::Mute { muted } => {
             let Ok(mut rooms) = state.rooms.lock() else { return None };
             let room = rooms.get_mut(&claims.meeting_id)?;
+            if !muted && claims.role == Role::Site && room.control.is_muted(claims.site_id) {
+                room.send(peer, ServerMsg::Muted { muted: true });
+                return error("forbidden", "the chair muted this site: ask for the floor (raise your hand)");
+            }
             if let Some(m) = room.members.get_mut(&peer) {
                 m.muted = muted;
             }
@@ -392,26 +439,30 @@ async fn handle(state: &AppState, claims: &Claims, peer: PeerId, msg: ClientMsg)
             if claims.role != Role::Chair {
                 return error("forbidden", "only the chair can mute or unmute a site");
             }
-            let Ok(mut rooms) = state.rooms.lock() else { return None };
-            let room = rooms.get_mut(&claims.meeting_id)?;
-            let targets: Vec<PeerId> = room
-                .members
-                .iter()
-                .filter(|(_, m)| m.site_id == site_id && m.role == Role::Site)
-                .map(|(p, _)| *p)
-                .collect();
-            if targets.is_empty() {
-                return error("not_found", format!("site {site_id} is not connected"));
+            let action = if muted {
+                diemcau_meeting::Action::Mute { site_id }
+            } else {
+                diemcau_meeting::Action::Unmute { site_id }
+            };
+            control_reply(state, claims.meeting_id, diemcau_meeting::Input::Chair(action)).await
+        }
+        ClientMsg::Present {} => {
+            if claims.role != Role::Site {
+                return error("forbidden", "only a site answers the roll call");
             }
-            for t in targets {
-                if let Some(m) = room.members.get_mut(&t) {
-                    m.muted = muted;
-                }
-                room.send(t, ServerMsg::Muted { muted });
+            control_reply(
+                state,
+                claims.meeting_id,
+                diemcau_meeting::Input::Present { site_id: claims.site_id, audio: false, video: false },
+            )
+            .await
+        }
+        ClientMsg::Hand { raised } => {
+            if claims.role != Role::Site {
+                return error("forbidden", "only a site raises its hand");
             }
-            room.plan(&state.media);
-            room.broadcast_roster();
-            None
+            control_reply(state, claims.meeting_id, diemcau_meeting::Input::Hand { site_id: claims.site_id, raised })
+                .await
         }
         ClientMsg::RequestKeyframe {} => {
             let sources: Vec<PeerId> = {

@@ -1,0 +1,257 @@
+//! The shell around each room's [`Controller`]: chair actions from the REST API, site answers from the WebSocket,
+//! deadlines from a clock; every event written to the store before it is applied and acknowledged, then its effects
+//! (mutes, the floor's slots, messages to the chair and the sites).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use diemcau_media::Media;
+use diemcau_meeting::{Action, Controller, Event, Input, Logged, Refusal, RollCallMode};
+use diemcau_proto::{Role, ServerMsg};
+use diemcau_store::token;
+
+use crate::api::{TokenQuery, bearer, require_admin};
+use crate::room::{Outgoing, Room};
+use crate::{AppError, AppState, unix_now, unix_now_ms};
+
+/// A site's audio or video counts as arriving if packets of it came within this long before its "Có mặt".
+pub(crate) const MEDIA_RECENT_MS: i64 = 5_000;
+
+/// Why a control input did not go through.
+#[derive(Debug)]
+pub(crate) enum ControlError {
+    /// The controller refused it.
+    Refused(Refusal),
+    /// The meeting has no open room (nobody connected).
+    NotOpen(i64),
+    /// The log could not be written: nothing was applied.
+    Store(diemcau_store::StoreError),
+}
+
+impl From<ControlError> for AppError {
+    fn from(e: ControlError) -> AppError {
+        match e {
+            ControlError::Refused(r @ (Refusal::NotInvited(_) | Refusal::BadOrder(_) | Refusal::BadSeconds)) => {
+                AppError::BadRequest(r.to_string())
+            }
+            ControlError::Refused(r) => AppError::Conflict(r.to_string()),
+            ControlError::NotOpen(id) => {
+                AppError::Conflict(format!("meeting {id} is not open: nobody is connected to it"))
+            }
+            ControlError::Store(e) => AppError::Internal(format!("cannot write the control log: {e}")),
+        }
+    }
+}
+
+/// Decides `input` in meeting `meeting_id`'s room at `now_ms`; if it changes anything, logs it, applies it and
+/// carries out its effects. `Ok(None)`: accepted, nothing changed.
+pub(crate) fn handle(
+    state: &AppState,
+    meeting_id: i64,
+    now_ms: i64,
+    input: Input,
+) -> Result<Option<Logged>, ControlError> {
+    let Ok(mut rooms) = state.rooms.lock() else { return Err(ControlError::NotOpen(meeting_id)) };
+    let room = rooms.get_mut(&meeting_id).ok_or(ControlError::NotOpen(meeting_id))?;
+    let input = match input {
+        // The media check: what of the site's media arrived lately, as of now.
+        Input::Present { site_id, .. } => {
+            let (audio, video) = media_recent(room, site_id, now_ms);
+            Input::Present { site_id, audio, video }
+        }
+        other => other,
+    };
+    let Some(event) = room.control.decide(now_ms, input).map_err(ControlError::Refused)? else { return Ok(None) };
+    commit(state, meeting_id, room, now_ms, event).map(Some)
+}
+
+/// Logs `event`, applies it and carries out its effects.
+fn commit(
+    state: &AppState,
+    meeting_id: i64,
+    room: &mut Room,
+    now_ms: i64,
+    event: Event,
+) -> Result<Logged, ControlError> {
+    let logged = room.control.stamp(now_ms, event);
+    state.store.append_control(meeting_id, &logged).map_err(ControlError::Store)?;
+    let touches_mutes = matches!(
+        logged.event,
+        Event::MutedAll | Event::Muted { .. } | Event::Unmuted { .. } | Event::FloorGiven { .. } | Event::FloorTaken
+    );
+    let before: Vec<(diemcau_media::PeerId, bool)> = if touches_mutes {
+        room.members
+            .iter()
+            .filter(|(_, m)| m.role == Role::Site)
+            .map(|(p, m)| (*p, room.control.is_muted(m.site_id)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    room.control.apply(&logged);
+    effects(room, &state.media, &logged, &before);
+    Ok(logged)
+}
+
+fn effects(room: &mut Room, media: &Media, l: &Logged, mutes_before: &[(diemcau_media::PeerId, bool)]) {
+    let mut replan = false;
+    for (p, was) in mutes_before {
+        let Some(m) = room.members.get(p) else { continue };
+        let now = room.control.is_muted(m.site_id);
+        if now != *was {
+            let _ = m.tx.send(Outgoing::Msg(ServerMsg::Muted { muted: now }));
+            replan = true;
+        }
+    }
+    if replan || matches!(l.event, Event::FloorGiven { .. } | Event::FloorTaken) {
+        room.plan(media);
+        room.broadcast_roster();
+    }
+    // The chair and technicians: one small message per answer while an all-at-once roll call goes on; the whole
+    // state on anything else.
+    let answer = match &l.event {
+        Event::Confirmed { site_id, .. } | Event::CallExpired { site_id, .. }
+            if room.control.mode() == Some(RollCallMode::AllAtOnce) =>
+        {
+            room.control.result(*site_id).map(|r| (*site_id, r))
+        }
+        _ => None,
+    };
+    let msg = match answer {
+        Some((site_id, result)) => ServerMsg::RollCallResult { site_id, result, counts: room.control.counts() },
+        None => ServerMsg::Control { state: room.control.state() },
+    };
+    for m in room.members.values().filter(|m| matches!(m.role, Role::Chair | Role::Technician)) {
+        let _ = m.tx.send(Outgoing::Msg(msg.clone()));
+    }
+    // The sites whose page it changes.
+    let concerned = room.control.concerns(&l.event);
+    for m in room.members.values().filter(|m| m.role == Role::Site) {
+        if concerned.as_ref().is_none_or(|c| c.contains(&m.site_id)) {
+            let view = room.control.site_view(m.site_id);
+            let _ = m.tx.send(Outgoing::Msg(ServerMsg::SiteControl { view }));
+        }
+    }
+}
+
+/// Whether `site`'s audio and video arrived within [`MEDIA_RECENT_MS`] of `now_ms`.
+fn media_recent(room: &Room, site_id: i64, now_ms: i64) -> (bool, bool) {
+    let recent = |k: usize| {
+        room.members
+            .values()
+            .filter(|m| m.site_id == site_id && m.role == Role::Site)
+            .any(|m| m.media_seen[k].1.is_some_and(|t| now_ms - t <= MEDIA_RECENT_MS))
+    };
+    (recent(0), recent(1))
+}
+
+/// Once a second: notes, for every member, whether its audio and video packet counts grew.
+pub(crate) fn refresh_media_seen(state: &AppState, now_ms: i64) {
+    let stats = state.media.stats();
+    let Ok(mut rooms) = state.rooms.lock() else { return };
+    for room in rooms.values_mut() {
+        for (pid, m) in &mut room.members {
+            let Some(s) = stats.get(pid) else { continue };
+            for (k, count) in [s.audio_packets_in, s.video_packets_in].into_iter().enumerate() {
+                if count > m.media_seen[k].0 {
+                    m.media_seen[k] = (count, Some(now_ms));
+                }
+            }
+        }
+    }
+}
+
+/// Fires every deadline that has passed (roll-call calls and rounds), in every room.
+pub(crate) fn tick(state: &AppState, now_ms: i64) {
+    let Ok(mut rooms) = state.rooms.lock() else { return };
+    for (id, room) in rooms.iter_mut() {
+        // A one-by-one roll call whose bridge was down past several deadlines expires them one at a time.
+        for _ in 0..10_000 {
+            let Some(ev) = room.control.on_timeout(now_ms) else { break };
+            if let Err(e) = commit(state, *id, room, now_ms, ev) {
+                tracing::warn!(meeting = id, "deadline not applied: {e:?}");
+                break;
+            }
+        }
+    }
+}
+
+/// The controller of a room as it opens: its log replayed.
+pub(crate) fn restore(state: &AppState, meeting_id: i64, invited: Vec<i64>) -> Controller {
+    match state.store.control_log(meeting_id) {
+        Ok(log) => Controller::restore(invited, &log),
+        Err(e) => {
+            // Refusing the meeting would stop it; a state without its log is reported loudly instead.
+            tracing::error!(meeting = meeting_id, "cannot read the control log, starting from nothing: {e}");
+            Controller::new(invited)
+        }
+    }
+}
+
+/// Checks that the caller is the admin, or the chair of meeting `id` (a technician too when `tech`).
+fn authorize(state: &AppState, headers: &HeaderMap, tok: Option<&str>, id: i64, tech: bool) -> Result<(), AppError> {
+    if require_admin(state, headers).is_ok() {
+        return Ok(());
+    }
+    let Some(tok) = tok.or_else(|| bearer(headers)) else {
+        return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
+    };
+    let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+    if claims.meeting_id != id {
+        return Err(AppError::Forbidden("the token is for another meeting".into()));
+    }
+    match claims.role {
+        Role::Chair => Ok(()),
+        Role::Technician if tech => Ok(()),
+        Role::Technician => Err(AppError::Forbidden("technicians watch the meeting; only the chair runs it".into())),
+        Role::Site => Err(AppError::Forbidden(
+            "chair actions are refused for site tokens: only the chairing site runs the roll call and the floor".into(),
+        )),
+    }
+}
+
+/// `POST /api/meetings/{id}/control`: one chair action (JSON [`Action`]). Answers the logged event, or
+/// `"changed": false` when it changed nothing.
+pub(crate) async fn post(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, AppError> {
+    authorize(&state, &headers, q.token.as_deref(), id, false)?;
+    let action: Action = serde_json::from_slice(&body).map_err(|e| {
+        AppError::BadRequest(format!(
+            "invalid action: {e} (expected e.g. {{\"action\":\"start_roll_call\",\"mode\":\"all_at_once\"}})"
+        ))
+    })?;
+    // The store write is blocking: off the async workers.
+    let st = state.clone();
+    let done = tokio::task::spawn_blocking(move || handle(&st, id, unix_now_ms(), Input::Chair(action)))
+        .await
+        .map_err(|e| AppError::Internal(format!("control task: {e}")))??;
+    Ok(Json(match done {
+        Some(l) => serde_json::json!({ "changed": true, "seq": l.seq, "at_ms": l.at_ms, "event": l.event }),
+        None => serde_json::json!({ "changed": false }),
+    }))
+}
+
+/// `GET /api/meetings/{id}/control`: the whole control state (chair, technician or admin).
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<diemcau_meeting::ControlState>, AppError> {
+    authorize(&state, &headers, q.token.as_deref(), id, true)?;
+    let live = state.rooms.lock().ok().and_then(|r| r.get(&id).map(|room| room.control.state()));
+    if let Some(s) = live {
+        return Ok(Json(s));
+    }
+    // Not open: the state its log leaves.
+    let meeting = state.store.meeting(id)?.ok_or_else(|| AppError::NotFound(format!("meeting {id}")))?;
+    let log = state.store.control_log(id)?;
+    Ok(Json(Controller::restore(meeting.invited, &log).state()))
+}

@@ -1,0 +1,274 @@
+//! The meeting's control over real sockets: the app served on a loopback port, pages as WebSocket clients, chair
+//! actions through `POST /api/meetings/{id}/control`, a real SQLite file — and the bridge restarted on that file in
+//! the middle of a roll call.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diemcau_media::{Media, MediaConfig};
+use diemcau_proto::control::{ControlState, Outcome};
+use diemcau_proto::{ClientMsg, PROTOCOL_VERSION, Role, ServerMsg};
+use diemcau_signal::{AppState, SignalConfig};
+use diemcau_store::Store;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+type TestResult = Result<(), Box<dyn Error>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const ADMIN: &str = "adm";
+
+/// A bridge serving on a loopback port, its media events and clock running.
+struct Bridge {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn bridge(db: &Path) -> Result<Bridge, Box<dyn Error>> {
+    let store = Arc::new(Store::open(db)?);
+    let (media, events) = Media::start(&MediaConfig { shards: 1, ..Default::default() })?;
+    let (shutdown, rx) = watch::channel(false);
+    let cfg = SignalConfig { admin_token: Some(ADMIN.into()), ..Default::default() };
+    let state = AppState::new(store, Arc::new(media), cfg, rx)?;
+    tokio::spawn(diemcau_signal::run_media_events(state.clone(), events));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = diemcau_signal::app(state.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Bridge { addr, state, shutdown, server })
+}
+
+impl Bridge {
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.server.abort();
+    }
+
+    fn token(&self, meeting: i64, site: i64, role: Role) -> String {
+        self.state.mint_token(meeting, site, role, 3600)
+    }
+
+    /// A page joined (hello sent, welcome read).
+    async fn join(&self, token: &str) -> Result<Ws, Box<dyn Error>> {
+        let url = format!("ws://{}/ws?token={token}", self.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+        send(&mut ws, &ClientMsg::Hello { v: PROTOCOL_VERSION }).await?;
+        let first = next(&mut ws).await?;
+        assert!(matches!(first, ServerMsg::Welcome { .. }), "{first:?}");
+        Ok(ws)
+    }
+
+    async fn control(&self, meeting: i64, bearer: Option<&str>, body: &Value) -> Result<(u16, Value), Box<dyn Error>> {
+        let client = reqwest::Client::new();
+        let mut req = client.post(format!("http://{}/api/meetings/{meeting}/control", self.addr)).json(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await?))
+    }
+}
+
+async fn send(ws: &mut Ws, m: &ClientMsg) -> Result<(), Box<dyn Error>> {
+    ws.send(Message::Text(serde_json::to_string(m)?.into())).await?;
+    Ok(())
+}
+
+/// The next server message (5 s at most).
+async fn next(ws: &mut Ws) -> Result<ServerMsg, Box<dyn Error>> {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?.ok_or("closed")??;
+        match m {
+            Message::Text(t) => return Ok(serde_json::from_str(&t)?),
+            Message::Close(c) => return Err(format!("closed: {c:?}").into()),
+            _ => continue,
+        }
+    }
+}
+
+/// Reads messages until `pick` takes one (8 s at most).
+async fn wait_for<T>(ws: &mut Ws, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> Result<T, Box<dyn Error>> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < end {
+        let m = next(ws).await?;
+        if let Some(t) = pick(&m) {
+            return Ok(t);
+        }
+    }
+    Err("timed out waiting for a message".into())
+}
+
+async fn control_state(ws: &mut Ws) -> Result<ControlState, Box<dyn Error>> {
+    wait_for(ws, |m| match m {
+        ServerMsg::Control { state } => Some(state.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// A meeting of the demo chair with three of its communes.
+fn meeting(b: &Bridge) -> Result<(i64, i64, Vec<i64>), Box<dyn Error>> {
+    let store = b.state.store();
+    let demo = store.demo()?.ok_or("no demo")?;
+    let communes: Vec<i64> =
+        store.meeting(demo.meeting_id)?.ok_or("demo meeting")?.invited.into_iter().take(3).collect();
+    let id = store.create_meeting("Điểm danh thử", demo.chair_site_id, &communes)?;
+    Ok((id, demo.chair_site_id, communes))
+}
+
+#[tokio::test]
+async fn chair_actions_are_refused_for_site_and_technician_tokens() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("db.sqlite3");
+    Store::open(&db)?.seed_demo()?;
+    let b = bridge(&db).await?;
+    let (id, chair, sites) = meeting(&b)?;
+    let start = json!({"action": "start_roll_call"});
+    // Nobody connected yet: the room is not open.
+    let (status, v) = b.control(id, Some(ADMIN), &start).await?;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("not open"), "{v}");
+    let _chair_ws = b.join(&b.token(id, chair, Role::Chair)).await?;
+    let site_tok = b.token(id, sites[0], Role::Site);
+    let (status, v) = b.control(id, Some(&site_tok), &start).await?;
+    assert_eq!(status, 403, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("refused for site tokens"), "{v}");
+    let (status, _) = b.control(id, Some(&b.token(id, chair, Role::Technician)), &start).await?;
+    assert_eq!(status, 403);
+    let (status, _) = b.control(id, None, &start).await?;
+    assert_eq!(status, 401);
+    let (status, _) = b.control(id, Some(&b.token(id + 1, chair, Role::Chair)), &start).await?;
+    assert_eq!(status, 403, "a chair token of another meeting");
+    let (status, v) = b.control(id, Some(&b.token(id, chair, Role::Chair)), &json!({"action": "dance"})).await?;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap_or("").contains("invalid action"), "{v}");
+    let (status, v) = b
+        .control(id, Some(&b.token(id, chair, Role::Chair)), &json!({"action": "give_floor", "site_id": 999_999}))
+        .await?;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap_or("").contains("not invited"), "{v}");
+    // None of that was logged; the chair's start is.
+    assert!(b.state.store().control_log(id)?.is_empty());
+    let (status, v) = b.control(id, Some(&b.token(id, chair, Role::Chair)), &start).await?;
+    assert_eq!((status, v["seq"].as_u64()), (200, Some(1)), "{v}");
+    let (status, _) = b.control(id, Some(ADMIN), &start).await?;
+    assert_eq!(status, 409, "already in progress");
+    assert_eq!(b.state.store().control_log(id)?.len(), 1);
+    b.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_roll_call_over_websockets_and_a_restart_in_the_middle_of_the_next() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("db.sqlite3");
+    Store::open(&db)?.seed_demo()?;
+    let b = bridge(&db).await?;
+    let (id, chair, sites) = meeting(&b)?;
+    let chair_tok = b.token(id, chair, Role::Chair);
+    let mut cw = b.join(&chair_tok).await?;
+    let first = control_state(&mut cw).await?;
+    assert_eq!(first.seq, 0);
+    let mut s0 = b.join(&b.token(id, sites[0], Role::Site)).await?;
+    let mut s1 = b.join(&b.token(id, sites[1], Role::Site)).await?;
+    // sites[2] never connects.
+    let (status, v) = b.control(id, Some(&chair_tok), &json!({"action": "start_roll_call", "seconds": 2})).await?;
+    assert_eq!(status, 200, "{v}");
+    let until = wait_for(&mut s0, |m| match m {
+        ServerMsg::SiteControl { view } => view.called_until_ms,
+        _ => None,
+    })
+    .await?;
+    assert!(until > 0);
+    // A site that is not the chair cannot start anything by WebSocket either; it answers "Có mặt".
+    send(&mut s0, &ClientMsg::Present {}).await?;
+    let (site, result, counts) = wait_for(&mut cw, |m| match m {
+        ServerMsg::RollCallResult { site_id, result, counts } => Some((*site_id, *result, *counts)),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(site, sites[0]);
+    // No media flows in this test (pages without a peer connection): present, without media — the check is real.
+    assert_eq!(result.outcome, Outcome::PresentNoMedia);
+    assert_eq!((counts.called, counts.waiting), (3, 2));
+    // The deadline passes: the connected site that did not answer, and the one never connected.
+    let done = wait_for(&mut cw, |m| match m {
+        ServerMsg::Control { state } if state.roll_call.is_none() && state.rounds == 1 => Some(state.clone()),
+        _ => None,
+    })
+    .await?;
+    let outcome = |s: i64| done.results.iter().find(|(x, _)| *x == s).map(|(_, r)| r.outcome);
+    assert_eq!(outcome(sites[0]), Some(Outcome::PresentNoMedia));
+    assert_eq!(outcome(sites[1]), Some(Outcome::NoAnswer));
+    assert_eq!(outcome(sites[2]), Some(Outcome::Offline));
+    // Site 1 raises its hand; the chair gives the floor to site 0, locks the meeting and calls again.
+    send(&mut s1, &ClientMsg::Hand { raised: true }).await?;
+    wait_for(&mut cw, |m| match m {
+        ServerMsg::Control { state } if !state.hands.is_empty() => Some(()),
+        _ => None,
+    })
+    .await?;
+    let (status, _) = b.control(id, Some(&chair_tok), &json!({"action": "give_floor", "site_id": sites[0]})).await?;
+    assert_eq!(status, 200);
+    let (status, _) = b.control(id, Some(&chair_tok), &json!({"action": "lock", "locked": true})).await?;
+    assert_eq!(status, 200);
+    let (status, v) = b.control(id, Some(&chair_tok), &json!({"action": "recall", "seconds": 60})).await?;
+    assert_eq!(status, 200, "{v}");
+    let before = wait_for(&mut cw, |m| match m {
+        ServerMsg::Control { state } if state.roll_call.is_some() => Some(state.clone()),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(before.roll_call.as_ref().map(|r| r.sites.clone()), Some(vec![sites[1], sites[2]]));
+    assert_eq!(before.floor, Some(sites[0]));
+    drop((cw, s0, s1));
+    b.stop().await;
+
+    // The bridge restarts on the same file.
+    let b = bridge(&db).await?;
+    let mut cw = b.join(&b.token(id, chair, Role::Chair)).await?;
+    let after = control_state(&mut cw).await?;
+    assert_eq!(after, before, "roll call with its deadline, floor, hand queue, mutes and lock restored from the log");
+    // Locked: a site that was in may come back, one that never joined may not.
+    let mut s1 = b.join(&b.token(id, sites[1], Role::Site)).await?;
+    let view = wait_for(&mut s1, |m| match m {
+        ServerMsg::SiteControl { view } => Some(view.clone()),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(view.hand_position, Some(1));
+    assert!(view.called_until_ms.is_some(), "site 1 is still being called after the restart");
+    let url = format!("ws://{}/ws?token={}", b.addr, b.token(id, sites[2], Role::Site));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    send(&mut ws, &ClientMsg::Hello { v: PROTOCOL_VERSION }).await?;
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?;
+    match closed {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), diemcau_proto::close::LOCKED);
+            assert!(f.reason.contains("locked"), "{}", f.reason);
+        }
+        other => return Err(format!("expected a close, got {other:?}").into()),
+    }
+    // The re-call goes on: site 1 answers, in round 2.
+    send(&mut s1, &ClientMsg::Present {}).await?;
+    let (site, result) = wait_for(&mut cw, |m| match m {
+        ServerMsg::RollCallResult { site_id, result, .. } => Some((*site_id, *result)),
+        _ => None,
+    })
+    .await?;
+    assert_eq!((site, result.round, result.outcome), (sites[1], 2, Outcome::PresentNoMedia));
+    b.stop().await;
+    Ok(())
+}
