@@ -437,14 +437,14 @@ async function collect(pc) {
   if (pc !== D.pc) return;
   let rep;
   try { rep = await pc.getStats(); } catch { return; }
-  let fd = 0, samples = 0, lost = 0, recv = 0, bin = 0, bout = 0, vbytes = 0, pair = null, alt = null, rrtt = null, height = null;
+  let fd = 0, samples = 0, concealed = 0, lost = 0, recv = 0, bin = 0, bout = 0, vbytes = 0, pair = null, alt = null, rrtt = null, height = null;
   rep.forEach((s) => {
     if (s.type === 'inbound-rtp') {
       lost += s.packetsLost || 0;
       recv += s.packetsReceived || 0;
       bin += (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
       if (s.kind === 'video') { fd += s.framesDecoded || 0; vbytes += s.bytesReceived || 0; height = Math.max(height || 0, s.frameHeight || 0) || height; }
-      else samples += (s.totalSamplesReceived || 0) - (s.concealedSamples || 0);
+      else { samples += (s.totalSamplesReceived || 0) - (s.concealedSamples || 0); concealed += s.concealedSamples || 0; }
     } else if (s.type === 'outbound-rtp') bout += (s.bytesSent || 0) + (s.headerBytesSent || 0);
     else if (s.type === 'transport' && s.selectedCandidatePairId) pair = rep.get(s.selectedCandidatePairId);
     else if (s.type === 'candidate-pair' && (s.selected || (s.nominated && s.state === 'succeeded'))) alt = s;
@@ -462,7 +462,9 @@ async function collect(pc) {
   const rtt = rttS == null ? null : rttS * 1000;
   const st = {
     frames_decoded: fd, audio_samples: Math.max(0, Math.round(samples)), packets_lost: Math.round(lost),
-    rtt_ms: r1(rtt), kbps_in: r1(kin), kbps_out: r1(kout),
+    rtt_ms: r1(rtt), kbps_in: r1(kin), kbps_out: r1(kout), audio_concealed: Math.round(concealed),
+    // The picture decoded since the last report, for the attendance report's lowest layer (0: audio only).
+    height: D.audioOnly ? 0 : p && fd > p.fd && height ? height : null,
   };
   send({ type: 'stats', ...st });
   // Video bytes arriving but nothing decoded for 4 s: the decoder needs a keyframe (at most one ask per 10 s).

@@ -1036,6 +1036,7 @@ async fn diemcau_session(plan: SitePlan, mut ctx: SessionCtx) -> SessionOutcome 
                     rtt_ms: None,
                     kbps_in: (kbps > 0.0).then_some(kbps),
                     kbps_out: None,
+                    ..ClientStats::default()
                 };
                 if let Err(e) = client.send(&ClientMsg::Stats(s)).await {
                     outcome.error = Some(e.to_string());

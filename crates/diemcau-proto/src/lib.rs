@@ -180,6 +180,11 @@ pub struct ClientStats {
     pub kbps_in: Option<f64>,
     /// Outbound bitrate in kbit/s.
     pub kbps_out: Option<f64>,
+    /// Total audio samples concealed (lost or late), over all inbound audio.
+    pub audio_concealed: u64,
+    /// Height of the main picture decoded since the last report; 0 while the bridge sends audio only; absent when
+    /// no frame was decoded.
+    pub height: Option<u32>,
 }
 
 /// Messages from a client (browser page or synthetic site) to the bridge.

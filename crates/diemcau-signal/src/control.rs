@@ -191,7 +191,13 @@ pub(crate) fn restore(state: &AppState, meeting_id: i64, invited: Vec<i64>) -> C
 }
 
 /// Checks that the caller is the admin, or the chair of meeting `id` (a technician too when `tech`).
-fn authorize(state: &AppState, headers: &HeaderMap, tok: Option<&str>, id: i64, tech: bool) -> Result<(), AppError> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    tok: Option<&str>,
+    id: i64,
+    tech: bool,
+) -> Result<(), AppError> {
     if require_admin(state, headers).is_ok() {
         return Ok(());
     }
@@ -254,4 +260,62 @@ pub(crate) async fn get(
     let meeting = state.store.meeting(id)?.ok_or_else(|| AppError::NotFound(format!("meeting {id}")))?;
     let log = state.store.control_log(id)?;
     Ok(Json(Controller::restore(meeting.invited, &log).state()))
+}
+
+/// Every few seconds: adds one sample of every connected site's link (the bridge's bitrate, loss and round trip
+/// toward it; its page's decoded height and audio) to the room's quality sums.
+pub(crate) fn sample_quality(state: &AppState) {
+    let stats = state.media.stats();
+    let Ok(mut rooms) = state.rooms.lock() else { return };
+    for room in rooms.values_mut() {
+        let Room { members, quality, .. } = room;
+        for (pid, m) in members.iter_mut() {
+            if m.role != Role::Site || !m.connected {
+                continue;
+            }
+            let q = quality.entry(m.site_id).or_default();
+            q.samples += 1;
+            if let Some(s) = stats.get(pid) {
+                q.kbps_sum += s.kbps_out.unwrap_or(0.0);
+                if let Some(l) = s.loss_pct {
+                    q.loss_sum += l;
+                    q.loss_samples += 1;
+                }
+                if let Some(r) = s.rtt_ms {
+                    q.rtt_sum += r;
+                    q.rtt_samples += 1;
+                }
+            }
+            if let Some(c) = &m.client_stats {
+                if let Some(h) = c.height {
+                    let h = i64::from(h);
+                    q.lowest_height = Some(q.lowest_height.map_or(h, |l| l.min(h)));
+                }
+                // Counters restart with a new peer connection: only growth counts.
+                let (played, concealed) = m.audio_reported;
+                if c.audio_samples >= played && c.audio_concealed >= concealed {
+                    q.audio_samples += i64::try_from(c.audio_samples - played).unwrap_or(0);
+                    q.audio_concealed += i64::try_from(c.audio_concealed - concealed).unwrap_or(0);
+                }
+                m.audio_reported = (c.audio_samples, c.audio_concealed);
+            }
+        }
+    }
+}
+
+/// Writes every open room's quality sums to the store (outside the rooms lock).
+pub(crate) fn save_quality(state: &AppState, now_ms: i64) {
+    let all: Vec<(i64, Vec<(i64, diemcau_store::QualitySums)>)> = match state.rooms.lock() {
+        Ok(rooms) => rooms
+            .iter()
+            .filter(|(_, r)| !r.quality.is_empty())
+            .map(|(id, r)| (*id, r.quality.iter().map(|(s, q)| (*s, q.clone())).collect()))
+            .collect(),
+        Err(_) => return,
+    };
+    for (id, sums) in all {
+        if let Err(e) = state.store.save_quality(id, now_ms, &sums) {
+            tracing::warn!(meeting = id, "cannot save link quality: {e}");
+        }
+    }
 }

@@ -13,6 +13,7 @@
 //! `tower::ServiceExt::oneshot` or serve it on port 0.
 
 mod api;
+mod attendance;
 mod check;
 mod control;
 mod error;
@@ -132,6 +133,13 @@ pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedR
                 if ticks.is_multiple_of(4) {
                     control::refresh_media_seen(&state, now);
                 }
+                if ticks.is_multiple_of(QUALITY_EVERY) {
+                    control::sample_quality(&state);
+                }
+                if ticks.is_multiple_of(QUALITY_SAVE_EVERY) {
+                    let st = state.clone();
+                    tokio::task::spawn_blocking(move || control::save_quality(&st, now));
+                }
                 control::tick(&state, now);
                 continue;
             }
@@ -176,6 +184,10 @@ pub async fn run_media_events(state: Arc<AppState>, mut events: mpsc::UnboundedR
 
 /// How often the meetings' deadlines are looked at: a call ends at most this late.
 pub const CONTROL_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+/// A link-quality sample of every connected site every 8 ticks (2 s) …
+const QUALITY_EVERY: u64 = 8;
+/// … saved to the store every 120 ticks (30 s) and when the room closes.
+const QUALITY_SAVE_EVERY: u64 = 120;
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -186,6 +198,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/link-checks", get(api::link_checks))
         .route("/api/meetings/{id}/stats", get(api::stats))
         .route("/api/meetings/{id}/control", get(control::get).post(control::post))
+        .route("/api/meetings/{id}/attendance", get(attendance::json))
+        .route("/api/meetings/{id}/attendance.csv", get(attendance::csv_file))
+        .route("/api/meetings/{id}/attendance.html", get(attendance::html_page))
         .route("/api/sites", get(api::list_sites).post(api::add_site))
         .route("/api/sites/import", post(api::import_sites))
         .route("/api/meetings", get(api::list_meetings).post(api::create_meeting))

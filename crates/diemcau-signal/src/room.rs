@@ -65,6 +65,8 @@ pub(crate) struct Member {
     /// Audio and video packets received from it so far, and when each count last grew (unix ms): the roll call's
     /// check that its media arrives.
     pub(crate) media_seen: [(u64, Option<i64>); 2],
+    /// Its page's cumulative audio samples played and concealed as last reported (the quality sums take the growth).
+    pub(crate) audio_reported: (u64, u64),
 }
 
 /// A live meeting.
@@ -82,6 +84,8 @@ pub(crate) struct Room {
     pub(crate) control: diemcau_meeting::Controller,
     /// Sites that joined this meeting at some time (a locked meeting lets them back in).
     pub(crate) joined_before: HashSet<i64>,
+    /// Each site's link quality over the meeting so far (saved to the store every half minute and on closing).
+    pub(crate) quality: HashMap<i64, diemcau_store::QualitySums>,
     next_seq: u64,
 }
 
@@ -91,6 +95,7 @@ impl Room {
         Room {
             control: diemcau_meeting::Controller::new(invited),
             joined_before: HashSet::new(),
+            quality: HashMap::new(),
             title,
             chair_site_id,
             sites,
@@ -137,6 +142,7 @@ impl Room {
                 spoke_at: None,
                 speaking: false,
                 media_seen: [(0, None); 2],
+                audio_reported: (0, 0),
             },
         );
         if role == Role::Site {

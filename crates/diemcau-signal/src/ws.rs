@@ -95,6 +95,10 @@ fn open_room(state: &AppState, meeting: Meeting) -> Room {
     }
     let mut room = Room::new(meeting.title, meeting.chair_site_id, sites);
     room.control = crate::control::restore(state, meeting.id, meeting.invited.clone());
+    match state.store.quality(meeting.id) {
+        Ok(q) => room.quality.extend(q),
+        Err(e) => warn!(meeting = meeting.id, "cannot read the link quality so far: {e}"),
+    }
     match state.store.session_events(meeting.id) {
         Ok(events) => room.joined_before.extend(events.into_iter().filter(|e| e.event == "join").map(|e| e.site_id)),
         Err(e) => warn!(meeting = meeting.id, "cannot read the session log: {e}"),
@@ -364,7 +368,16 @@ fn leave(state: &AppState, meeting_id: i64, peer: PeerId) {
     if let Some(room) = rooms.get_mut(&meeting_id) {
         room.leave(peer);
         if room.members.is_empty() {
-            rooms.remove(&meeting_id);
+            if let Some(closed) = rooms.remove(&meeting_id) {
+                let sums: Vec<_> = closed.quality.into_iter().collect();
+                drop(rooms);
+                if !sums.is_empty()
+                    && let Err(e) = state.store.save_quality(meeting_id, unix_now_ms(), &sums)
+                {
+                    warn!(meeting = meeting_id, "cannot save link quality: {e}");
+                }
+                return;
+            }
         } else {
             room.plan(&state.media);
             room.broadcast_roster();
@@ -444,7 +457,25 @@ async fn handle(state: &Arc<AppState>, claims: &Claims, peer: PeerId, msg: Clien
             } else {
                 diemcau_meeting::Action::Unmute { site_id }
             };
-            control_reply(state, claims.meeting_id, diemcau_meeting::Input::Chair(action)).await
+            let reply = control_reply(state, claims.meeting_id, diemcau_meeting::Input::Chair(action)).await;
+            // The chair's unmute also turns on a microphone the site had turned off itself.
+            if !muted && reply.is_none() {
+                let Ok(mut rooms) = state.rooms.lock() else { return None };
+                let room = rooms.get_mut(&claims.meeting_id)?;
+                let mut changed = false;
+                for m in room.members.values_mut().filter(|m| m.site_id == site_id && m.role == Role::Site) {
+                    if m.muted {
+                        m.muted = false;
+                        changed = true;
+                        let _ = m.tx.send(Outgoing::Msg(ServerMsg::Muted { muted: false }));
+                    }
+                }
+                if changed {
+                    room.plan(&state.media);
+                    room.broadcast_roster();
+                }
+            }
+            reply
         }
         ClientMsg::Present {} => {
             if claims.role != Role::Site {

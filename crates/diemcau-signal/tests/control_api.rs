@@ -213,6 +213,45 @@ async fn a_roll_call_over_websockets_and_a_restart_in_the_middle_of_the_next() -
     assert_eq!(outcome(sites[0]), Some(Outcome::PresentNoMedia));
     assert_eq!(outcome(sites[1]), Some(Outcome::NoAnswer));
     assert_eq!(outcome(sites[2]), Some(Outcome::Offline));
+    // The attendance report says the same, as JSON, as CSV with a BOM, and as a page; not to a site.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/meetings/{id}", b.addr);
+    let report: Value = http.get(format!("{base}/attendance")).bearer_auth(&chair_tok).send().await?.json().await?;
+    let t = &report["totals"];
+    assert_eq!(
+        (t["invited"].as_u64(), t["present"].as_u64(), t["present_no_media"].as_u64()),
+        (Some(3), Some(1), Some(1))
+    );
+    assert_eq!((t["no_answer"].as_u64(), t["offline"].as_u64()), (Some(1), Some(1)), "{report}");
+    let row0 = report["sites"].as_array().and_then(|a| a.iter().find(|r| r["site_id"] == sites[0])).ok_or("row")?;
+    assert!(row0["first_join_ms"].as_i64().is_some() && !row0["group"].as_str().unwrap_or("").is_empty(), "{row0}");
+    let res = http.get(format!("{base}/attendance.csv?token={chair_tok}")).send().await?;
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    let bytes = res.bytes().await?;
+    assert!(bytes.starts_with("\u{feff}".as_bytes()), "UTF-8 BOM first");
+    let mut rd = csv::Reader::from_reader(&bytes[3..]);
+    let heads = rd.headers()?.clone();
+    let col = |name: &str| heads.iter().position(|h| h == name).ok_or(format!("no column {name}"));
+    let (code_col, name_col) = (col("Mã kết quả")?, col("Đơn vị")?);
+    let rows: Vec<csv::StringRecord> = rd.records().collect::<Result<_, _>>()?;
+    assert_eq!(rows.len(), 3);
+    let mut codes: Vec<&str> = rows.iter().map(|r| &r[code_col]).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, vec!["no_answer", "offline", "present_no_media"]);
+    // Vietnamese names come through intact.
+    let mut names: Vec<String> = rows.iter().map(|r| r[name_col].to_owned()).collect();
+    names.sort();
+    let mut want: Vec<String> =
+        sites.iter().map(|s| b.state.store().site(*s).ok().flatten().map(|x| x.name).unwrap_or_default()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(names.iter().any(|n| !n.is_ascii()), "{names:?}");
+    let page = http.get(format!("{base}/attendance.html?token={chair_tok}")).send().await?.text().await?;
+    assert!(page.contains("Báo cáo điểm danh") && page.contains("data-result=\"offline\""), "{page}");
+    let site_tok = b.token(id, sites[0], Role::Site);
+    let res = http.get(format!("{base}/attendance")).bearer_auth(&site_tok).send().await?;
+    assert_eq!(res.status().as_u16(), 403);
+
     // Site 1 raises its hand; the chair gives the floor to site 0, locks the meeting and calls again.
     send(&mut s1, &ClientMsg::Hand { raised: true }).await?;
     wait_for(&mut cw, |m| match m {

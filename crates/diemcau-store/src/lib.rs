@@ -499,8 +499,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the quality sums of sites of meeting `meeting_id` (site id, sums), replacing what was there, in one
-    /// transaction.
+    /// Writes the quality sums of sites of meeting `meeting_id` (site id, sums), replacing what was there unless that
+    /// has more samples (a late write of an older snapshot), in one transaction.
     pub fn save_quality(
         &self,
         meeting_id: i64,
@@ -511,9 +511,15 @@ impl Store {
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO site_quality (meeting_id, site_id, samples, kbps_sum, loss_sum, loss_samples, \
+                "INSERT INTO site_quality (meeting_id, site_id, samples, kbps_sum, loss_sum, loss_samples, \
                  rtt_sum, rtt_samples, lowest_height, audio_samples, audio_concealed, updated_unix_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (meeting_id, site_id) DO UPDATE SET samples = excluded.samples, \
+                 kbps_sum = excluded.kbps_sum, loss_sum = excluded.loss_sum, loss_samples = excluded.loss_samples, \
+                 rtt_sum = excluded.rtt_sum, rtt_samples = excluded.rtt_samples, \
+                 lowest_height = excluded.lowest_height, audio_samples = excluded.audio_samples, \
+                 audio_concealed = excluded.audio_concealed, updated_unix_ms = excluded.updated_unix_ms \
+                 WHERE excluded.samples >= site_quality.samples",
             )?;
             for (site, q) in sums {
                 stmt.execute(params![

@@ -505,5 +505,8 @@ fn quality_sums_are_replaced_per_site() -> R {
     store.save_quality(m, 1, &[(c, q(1))])?;
     store.save_quality(m, 2, &[(c, q(5))])?;
     assert_eq!(store.quality(m)?, vec![(c, q(5))]);
+    // An older snapshot written late does not undo a newer one.
+    store.save_quality(m, 3, &[(c, q(4))])?;
+    assert_eq!(store.quality(m)?, vec![(c, q(5))]);
     Ok(())
 }
