@@ -461,6 +461,12 @@ pub enum ServerMsg {
     SiteControl {
         /// The view.
         view: control::SiteView,
+        /// The bridge's clock when it was sent, unix ms: the page counts a call's time left from it, not from its
+        /// own clock.
+        now_ms: i64,
+        /// The floor holder's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        floor_name: Option<String>,
     },
 }
 

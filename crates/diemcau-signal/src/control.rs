@@ -130,8 +130,7 @@ fn effects(room: &mut Room, media: &Media, l: &Logged, mutes_before: &[(diemcau_
     let concerned = room.control.concerns(&l.event);
     for m in room.members.values().filter(|m| m.role == Role::Site) {
         if concerned.as_ref().is_none_or(|c| c.contains(&m.site_id)) {
-            let view = room.control.site_view(m.site_id);
-            let _ = m.tx.send(Outgoing::Msg(ServerMsg::SiteControl { view }));
+            let _ = m.tx.send(Outgoing::Msg(room.site_control(m.site_id)));
         }
     }
 }

@@ -159,6 +159,13 @@ impl Room {
         Some(m)
     }
 
+    /// What the control of the meeting means for `site`'s page now.
+    pub(crate) fn site_control(&self, site: i64) -> ServerMsg {
+        let view = self.control.site_view(site);
+        let floor_name = view.floor.map(|f| self.site_name(f));
+        ServerMsg::SiteControl { view, now_ms: crate::unix_now_ms(), floor_name }
+    }
+
     /// Whether a site's microphone is off: by itself or by the chair.
     pub(crate) fn is_muted(&self, m: &Member) -> bool {
         m.muted || self.control.is_muted(m.site_id)

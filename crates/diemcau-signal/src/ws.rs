@@ -256,7 +256,7 @@ async fn run(state: Arc<AppState>, claims: Claims, meeting: Meeting, peer: PeerI
             // What the control of the meeting is now: after the welcome (the channel is read after it is sent).
             match claims.role {
                 Role::Site => {
-                    room.send(peer, ServerMsg::SiteControl { view: room.control.site_view(claims.site_id) });
+                    room.send(peer, room.site_control(claims.site_id));
                     if room.control.is_muted(claims.site_id) {
                         room.send(peer, ServerMsg::Muted { muted: true });
                     }
@@ -376,7 +376,6 @@ fn leave(state: &AppState, meeting_id: i64, peer: PeerId) {
                 {
                     warn!(meeting = meeting_id, "cannot save link quality: {e}");
                 }
-                return;
             }
         } else {
             room.plan(&state.media);

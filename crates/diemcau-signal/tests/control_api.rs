@@ -187,7 +187,7 @@ async fn a_roll_call_over_websockets_and_a_restart_in_the_middle_of_the_next() -
     let (status, v) = b.control(id, Some(&chair_tok), &json!({"action": "start_roll_call", "seconds": 2})).await?;
     assert_eq!(status, 200, "{v}");
     let until = wait_for(&mut s0, |m| match m {
-        ServerMsg::SiteControl { view } => view.called_until_ms,
+        ServerMsg::SiteControl { view, .. } => view.called_until_ms,
         _ => None,
     })
     .await?;
@@ -283,7 +283,7 @@ async fn a_roll_call_over_websockets_and_a_restart_in_the_middle_of_the_next() -
     // Locked: a site that was in may come back, one that never joined may not.
     let mut s1 = b.join(&b.token(id, sites[1], Role::Site)).await?;
     let view = wait_for(&mut s1, |m| match m {
-        ServerMsg::SiteControl { view } => Some(view.clone()),
+        ServerMsg::SiteControl { view, .. } => Some(view.clone()),
         _ => None,
     })
     .await?;
