@@ -198,6 +198,8 @@ function onMsg(m, ws) {
       setMuted(!!m.muted, true);
       return toast(t(m.muted ? 'muted.byChair' : 'unmuted.byChair'), false);
     case 'error': return toast(t('err.server', { msg: m.message || m.code }));
+    // The meeting's control: roll call, floor, hands (chair: the whole state and each answer; site: its view).
+    case 'control': case 'site_control': case 'roll_call_result': return H.onControl?.(m);
     default: return; // pong and anything newer
   }
 }
@@ -332,7 +334,12 @@ function newPc(w) {
   // site receives the chair's picture on a receive-only section of its own.
   const cam = D.local?.getVideoTracks()[0];
   if (cam) pc.addTransceiver(cam, { direction: 'sendonly', streams, sendEncodings: encodings() });
-  if (w.role !== 'chair') pc.addTransceiver('video', { direction: 'recvonly' });
+  if (w.role !== 'chair') {
+    pc.addTransceiver('video', { direction: 'recvonly' }); // the chair's picture
+    // The floor holder's picture and voice, when the chair gives a site the floor.
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+  }
   else {
     for (let i = 0; i < w.grid_size; i++) pc.addTransceiver('video', { direction: 'recvonly' });
     for (let i = 0; i < w.audio_slots; i++) pc.addTransceiver('audio', { direction: 'recvonly' });

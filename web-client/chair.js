@@ -1,6 +1,6 @@
 // chair.js — the chairing console: own preview, grid of incoming sites (one tile per receiving video slot),
 // the roster as a hierarchy with state and mute toggles, and connected/invited counts.
-import { start, $, D, send, siteOf, esc } from './app.js';
+import { start, $, D, send, siteOf, esc, token, toast } from './app.js';
 import { t } from './i18n.js';
 
 const grid = $('#grid'), list = $('#roster'), filter = $('#filter');
@@ -9,7 +9,7 @@ const bySite = new Map(); // site_id → roster entry
 let pending = 0;
 
 // Roster and grid redraws are coalesced (a 2,000-site roster may change many times a second).
-const later = () => { if (!pending) pending = setTimeout(() => { pending = 0; renderTiles(); renderRoster(); }, 100); };
+const later = () => { if (!pending) pending = setTimeout(() => { pending = 0; renderTiles(); renderRoster(); renderControl(); }, 100); };
 
 function toggleMute(id) {
   const s = bySite.get(id);
@@ -18,6 +18,64 @@ function toggleMute(id) {
   send({ type: 'mute_site', site_id: id, muted: s.muted });
   later();
 }
+
+// ---- the meeting's control: roll call, floor, hands, mute all, lock (POST /api/meetings/{id}/control) ----
+const ctl = { results: new Map(), counts: null, roll_call: null, floor: null, hands: [], muted: [], locked: false, rounds: 0 };
+D.ctl = ctl;
+async function act(body) {
+  const r = await fetch(`/api/meetings/${D.welcome?.meeting_id}/control`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token }, body: JSON.stringify(body),
+  }).catch(() => null);
+  if (!r?.ok) toast(t('err.server', { msg: (await r?.json().catch(() => null))?.error || r?.status || 'network' }));
+}
+const nameOf = (id) => bySite.get(id)?.name || '#' + id;
+function renderControl() {
+  const rc = ctl.roll_call, c = ctl.counts;
+  $('#rc-start').hidden = !!rc;
+  $('#rc-cancel').hidden = !rc;
+  $('#rc-recall').hidden = !!rc || !ctl.rounds || !c || c.no_answer + c.offline === 0;
+  const p = $('#rc-prog');
+  p.hidden = !c;
+  if (c) {
+    p.max = c.called || 1; p.value = c.called - c.waiting;
+    const present = c.present_av + c.present_audio_only + c.present_no_media;
+    $('#rc-counts').textContent = t('rc.counts', { p: present, n: c.called, av: c.present_av, w: c.waiting, na: c.no_answer, of: c.offline });
+  }
+  $('#rc-calling').textContent = rc?.calling != null ? t('rc.calling', { name: nameOf(rc.calling) }) : '';
+  $('#fl-holder').textContent = ctl.floor != null ? t('floor.holder', { name: nameOf(ctl.floor) }) : t('floor.none');
+  $('#fl-take').hidden = ctl.floor == null;
+  const now = Date.now();
+  $('#hands').innerHTML = ctl.hands.map((h) => `<li data-id="${h.site_id}">${esc(nameOf(h.site_id))} `
+    + `<small>${t('floor.waiting', { s: Math.max(0, Math.round((now - h.since_ms) / 1000)) + ' s' })}</small> `
+    + `<button class="fl">${t('floor.give')}</button></li>`).join('');
+  $('#lock').textContent = t(ctl.locked ? 'ctl.unlock' : 'ctl.lock');
+  const q = '?token=' + encodeURIComponent(token), base = `/api/meetings/${D.welcome?.meeting_id}/attendance`;
+  $('#rc-report').href = base + '.html' + q;
+  $('#rc-csv').href = base + '.csv' + q;
+}
+function onControl(m) {
+  if (m.type === 'control') {
+    Object.assign(ctl, m.state);
+    ctl.results = new Map(m.state.results);
+  } else if (m.type === 'roll_call_result') {
+    ctl.results.set(m.site_id, m.result);
+    ctl.counts = m.counts;
+  }
+  later();
+}
+$('#rc-start').onclick = () => {
+  const secs = Number($('#rc-secs').value) || undefined;
+  act({ action: 'start_roll_call', mode: $('#rc-mode').value, ...(secs ? { seconds: secs } : {}) });
+};
+$('#rc-cancel').onclick = () => act({ action: 'cancel_roll_call' });
+$('#rc-recall').onclick = () => act({ action: 'recall' });
+$('#fl-take').onclick = () => act({ action: 'take_floor' });
+$('#mute-all').onclick = () => act({ action: 'mute_all' });
+$('#lock').onclick = () => act({ action: 'lock', locked: !ctl.locked });
+$('#hands').addEventListener('click', (e) => {
+  if (e.target.classList.contains('fl')) act({ action: 'give_floor', site_id: Number(e.target.closest('li').dataset.id) });
+});
+setInterval(() => { if (ctl.hands.length) renderControl(); }, 1000); // waiting times
 
 /** One tile per receiving video transceiver (our camera's is send-only). */
 function syncTiles(pc) {
@@ -60,6 +118,14 @@ function renderTiles() {
   }
 }
 
+/** A site's roll-call result as a badge, while a roll call runs or after one. */
+function resultBadge(id) {
+  const r = ctl.results.get(id);
+  const called = ctl.roll_call && (ctl.roll_call.mode === 'all_at_once' ? ctl.roll_call.sites.includes(id) && !r : ctl.roll_call.calling === id);
+  if (called) return `<span class="rc rc-waiting">${t('rc.left', { s: Math.max(0, Math.round((ctl.roll_call.deadline_ms - Date.now()) / 1000)) })}</span>`;
+  return r ? `<span class="rc rc-${r.outcome}" data-outcome="${r.outcome}">${t('out.' + r.outcome)}</span>` : '';
+}
+
 /** The roster as a tree by parent_id (or a flat list of matches while filtering), plus the counts. */
 function renderRoster() {
   const sites = D.roster, chair = D.welcome?.chair_site_id;
@@ -82,7 +148,8 @@ function renderRoster() {
     return `<li class="ps-${s.state}${s.muted ? ' muted' : ''}" data-id="${s.site_id}"><div class="row">`
       + `<span class="dot"></span><span class="nm">${esc(s.name)}<small>${t('kind.' + s.kind)} · ${t('ps.' + s.state)}`
       + `${s.muted ? ' · ' + t('micOff') : ''}</small></span>`
-      + (s.site_id === chair ? '' : `<button class="mt">${t(s.muted ? 'tile.unmute' : 'tile.mute')}</button>`)
+      + (s.site_id === chair ? '' : resultBadge(s.site_id) + `<button class="mt">${t(s.muted ? 'tile.unmute' : 'tile.mute')}</button>`
+        + (ctl.floor === s.site_id ? '' : `<button class="fl">${t('floor.give')}</button>`))
       + `</div>${c ? `<ul>${c.map(li).join('')}</ul>` : ''}</li>`;
   };
   let html = (kids.get(null) || []).map(li).join('');
@@ -92,6 +159,7 @@ function renderRoster() {
 
 list.addEventListener('click', (e) => {
   if (e.target.classList.contains('mt')) toggleMute(Number(e.target.closest('li').dataset.id));
+  if (e.target.classList.contains('fl')) act({ action: 'give_floor', site_id: Number(e.target.closest('li').dataset.id) });
 });
 filter.addEventListener('input', later);
 
@@ -100,6 +168,7 @@ start({
   onLocal(s) { if (s?.getVideoTracks().length) $('#self').srcObject = s; },
   onMedia: syncTiles,
   onSlots: later,
+  onControl,
   onRoster(sites) {
     bySite.clear();
     for (const s of sites) bySite.set(s.site_id, s);

@@ -1,6 +1,6 @@
 // site.js — the commune/district/department page: the chair's picture large, self-view small, mute button,
 // link quality. All the connection work is in app.js.
-import { start, $, D } from './app.js';
+import { start, $, D, send } from './app.js';
 import { t } from './i18n.js';
 
 const remote = $('#remote'), wait = $('#wait');
@@ -26,6 +26,48 @@ function renderLayer() {
 }
 $('#checklink').href = '/check' + location.search;
 
+// ---- roll call, floor and hand (the bridge's site_control view) ----
+let view = null, skew = 0, floorName = null, tick = 0;
+/** Seconds left to answer, counted on the bridge's clock (the page's own may be off). */
+const left = () => view?.called_until_ms == null ? 0 : Math.max(0, Math.ceil((view.called_until_ms - (Date.now() + skew)) / 1000));
+function renderControl() {
+  D.control = view;
+  const rc = $('#rollcall'), called = !!view?.called_until_ms && left() > 0;
+  rc.hidden = !called;
+  if (called) $('#rc-left').textContent = t('rc.left', { s: left() });
+  if (called && !tick) tick = setInterval(renderControl, 250);
+  if (!called && tick) { clearInterval(tick); tick = 0; }
+  const r = $('#rc-result');
+  r.hidden = !view?.result || called;
+  if (view?.result) { r.textContent = t('rc.done', { r: t('out.' + view.result.outcome) }); r.dataset.outcome = view.result.outcome; }
+  const f = $('#floor'), mine = view?.floor != null && view.floor === D.welcome?.site_id;
+  f.hidden = view?.floor == null;
+  f.textContent = mine ? t('floor.you') : t('floor.holder', { name: floorName || '#' + view?.floor });
+  $('#floorcap').textContent = floorName || '';
+  const h = $('#hand'), up = view?.hand_position != null;
+  h.textContent = t(up ? 'hand.lower' : 'hand.raise');
+  h.hidden = mine;
+  $('#handpos').textContent = up ? t('hand.pos', { n: view.hand_position }) : '';
+  const m = $('#mute');
+  m.disabled = !!view?.muted_by_chair;
+  if (view?.muted_by_chair) m.textContent = t('muted.chairLock');
+}
+$('#present').onclick = () => { send({ type: 'present' }); $('#present').disabled = true; };
+$('#hand').onclick = () => send({ type: 'hand', raised: view?.hand_position == null });
+
+/** The floor holder's picture arrives on our second receive-only video transceiver, shown while a slot fills it. */
+let floorTrack = null;
+function renderFloorVideo(pc) {
+  const xs = (pc || D.pc)?.getTransceivers().filter((x) => x.receiver.track?.kind === 'video' && x.direction === 'recvonly') || [];
+  const x = xs[1], on = x && D.slots?.some((s) => s.mid === x.mid && s.site_id != null);
+  $('#floorview').hidden = !on;
+  if (x && x.receiver.track !== floorTrack) {
+    floorTrack = x.receiver.track;
+    $('#floorvid').srcObject = new MediaStream([floorTrack]);
+    $('#floorvid').play().catch(() => {});
+  }
+}
+
 start({
   page: 'site',
   onLocal(s) {
@@ -33,8 +75,16 @@ start({
     if (v) $('#self').srcObject = s;
     else { $('#self').hidden = true; $('#selfcap').dataset.i18n = 'site.nocam'; $('#selfcap').textContent = t('site.nocam'); }
   },
-  // The chair's video arrives on our receive-only video transceiver.
+  onControl(m) {
+    if (m.type !== 'site_control') return;
+    view = m.view; skew = m.now_ms - Date.now(); floorName = m.floor_name || null;
+    $('#present').disabled = false;
+    renderControl();
+  },
+  onSlots() { renderFloorVideo(); },
+  // The chair's video arrives on our first receive-only video transceiver.
   onMedia(pc) {
+    renderFloorVideo(pc);
     const x = pc.getTransceivers().find((x) => x.receiver.track?.kind === 'video' && x.direction === 'recvonly');
     const tr = x?.receiver.track;
     if (!tr || tr === shown) return;
@@ -53,5 +103,5 @@ start({
     else setWait(s.frames_decoded > 0 ? 'site.audio' : 'site.wait');
   },
   onTeardown() { shown = null; remote.srcObject = null; setWait('site.wait'); layer = null; renderLayer(); },
-  onLang() { if (waitKey) setWait(waitKey); renderLayer(); },
+  onLang() { if (waitKey) setWait(waitKey); renderLayer(); renderControl(); },
 });

@@ -9,6 +9,7 @@ mod e2e_dynacast;
 mod e2e_layers;
 mod e2e_low_profile;
 mod e2e_reconnect;
+mod e2e_rollcall;
 mod interop_webrtc_rs;
 mod link_drop;
 mod renegotiation;

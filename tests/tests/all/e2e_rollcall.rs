@@ -1,0 +1,168 @@
+//! The roll call as the chair runs it, in headless Chromium: the chair's console and three commune pages with fake
+//! cameras and microphones. The chair starts a roll call from its console; two communes press "Có mặt", the third
+//! never does → the attendance report (the console's links: JSON behind it, the CSV downloaded and parsed) shows two
+//! present with audio and video and one without answer. Then the chair gives the floor to the second commune from
+//! its roster → the first commune's page decodes the second's picture and receives its sound.
+
+use std::time::{Duration, Instant};
+
+use diemcau_e2e::browser::{ChromeDriver, eval_async, finish, per_site, wait_connected};
+use diemcau_proto::Role;
+use thirtyfour::prelude::*;
+
+/// Polls `expr` in the current window until it is truthy (`secs` at most).
+async fn wait_js(b: &WebDriver, expr: &str, secs: u64, what: &str) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = eval_async(b, expr).await?;
+        if !(v.is_null() || v == false || v == 0) {
+            return Ok(v);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what}: still {v} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chair_calls_the_roll_gives_the_floor_and_files_the_report() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = diemcau::Config::for_tests(dir.path());
+    let running = diemcau::start(cfg).await?;
+    let meeting = running.state.store().meeting(running.demo.meeting_id)?.ok_or_else(|| anyhow::anyhow!("demo"))?;
+    let sites: Vec<i64> = meeting.invited.iter().copied().take(3).collect();
+    let url = |s: i64| format!("{}/site?token={}", running.base_url, running.token(Role::Site, s));
+    let chair_token = running.token(Role::Chair, running.demo.chair_site_id);
+
+    let cd = ChromeDriver::start().await?;
+    let browser = cd.browser().await?;
+    let result = async {
+        browser.goto(&running.links.chair).await?;
+        wait_connected(&browser, "chair").await?;
+        let chair = browser.window().await?;
+        let mut windows = Vec::new();
+        for (i, s) in sites.iter().enumerate() {
+            let w = browser.new_window().await?;
+            browser.switch_to_window(w.clone()).await?;
+            browser.goto(&url(*s)).await?;
+            wait_connected(&browser, &format!("site {i}")).await?;
+            windows.push(w);
+        }
+        // Media flows from every site before the roll call (the bridge checks it arrived).
+        for (i, w) in windows.iter().enumerate() {
+            browser.switch_to_window(w.clone()).await?;
+            wait_js(
+                &browser,
+                "window.diemcau.stats && window.diemcau.stats.frames_decoded > 0",
+                30,
+                &format!("site {i} decoding the chair"),
+            )
+            .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // The chair starts an all-at-once roll call of 15 s from its console.
+        browser.switch_to_window(chair.clone()).await?;
+        browser.find(By::Id("rc-secs")).await?.send_keys("15").await?;
+        browser.find(By::Id("rc-start")).await?.click().await?;
+        // Sites 0 and 1 see the prompt with its countdown and press "Có mặt"; site 2 never does.
+        for (i, w) in windows.iter().take(2).enumerate() {
+            browser.switch_to_window(w.clone()).await?;
+            wait_js(
+                &browser,
+                "!document.querySelector('#rollcall').hidden",
+                10,
+                &format!("site {i}'s roll-call prompt"),
+            )
+            .await?;
+            let left = eval_async(&browser, "document.querySelector('#rc-left').textContent").await?;
+            anyhow::ensure!(left.as_str().is_some_and(|s| s.chars().any(|c| c.is_ascii_digit())), "countdown {left}");
+            browser.find(By::Id("present")).await?.click().await?;
+            wait_js(
+                &browser,
+                "document.querySelector('#rollcall').hidden && window.diemcau.control?.result?.outcome",
+                10,
+                &format!("site {i}'s answer"),
+            )
+            .await?;
+        }
+        browser.switch_to_window(windows[2].clone()).await?;
+        wait_js(&browser, "!document.querySelector('#rollcall').hidden", 10, "site 2's prompt").await?;
+        // The deadline passes; the console shows the results.
+        browser.switch_to_window(chair.clone()).await?;
+        wait_js(
+            &browser,
+            "window.diemcau.ctl && window.diemcau.ctl.rounds === 1 && !window.diemcau.ctl.roll_call",
+            30,
+            "the roll call's end",
+        )
+        .await?;
+        let badges = eval_async(&browser, &format!(
+            "[{}].map((id) => document.querySelector(`#roster li[data-id=\"${{id}}\"] .rc`)?.dataset.outcome || null)",
+            sites.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+        )).await?;
+        anyhow::ensure!(
+            badges == serde_json::json!(["present_av", "present_av", "no_answer"]),
+            "roster badges {badges}"
+        );
+
+        // The report, from the console's links.
+        let report_href = eval_async(&browser, "document.querySelector('#rc-report').href").await?;
+        let csv_href = eval_async(&browser, "document.querySelector('#rc-csv').href").await?;
+        let page = reqwest::get(report_href.as_str().unwrap_or_default()).await?.text().await?;
+        anyhow::ensure!(page.contains("Báo cáo điểm danh"), "report page {page:.300}");
+        let json_url = format!("{}/api/meetings/{}/attendance?token={chair_token}", running.base_url, meeting.id);
+        let report: serde_json::Value = reqwest::get(&json_url).await?.json().await?;
+        let outcome = |s: i64| {
+            report["sites"].as_array().and_then(|a| a.iter().find(|r| r["site_id"] == s)).map(|r| r["result"].clone())
+        };
+        anyhow::ensure!(
+            [outcome(sites[0]), outcome(sites[1]), outcome(sites[2])]
+                == [Some("present_av".into()), Some("present_av".into()), Some("no_answer".into())],
+            "report {report}"
+        );
+        anyhow::ensure!(
+            report["totals"]["present_av"] == 2 && report["totals"]["no_answer"] == 1,
+            "{}",
+            report["totals"]
+        );
+        let csv = reqwest::get(csv_href.as_str().unwrap_or_default()).await?.bytes().await?;
+        anyhow::ensure!(csv.starts_with("\u{feff}".as_bytes()), "the CSV starts with a BOM");
+        let text = std::str::from_utf8(&csv[3..])?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        let code =
+            header.iter().position(|h| *h == "Mã kết quả").ok_or_else(|| anyhow::anyhow!("header {header:?}"))?;
+        let names: Vec<String> = sites
+            .iter()
+            .map(|s| running.state.store().site(*s).ok().flatten().map(|x| x.name).unwrap_or_default())
+            .collect();
+        let mut found = Vec::new();
+        for line in lines {
+            // Names have no commas in the demo directory; the CSV quotes a field only when it must.
+            let cells: Vec<&str> = line.split(',').collect();
+            if let Some(i) = names.iter().position(|n| cells.get(1) == Some(&n.as_str())) {
+                found.push((i, cells.get(code).copied().unwrap_or_default().to_owned()));
+            }
+        }
+        found.sort();
+        anyhow::ensure!(
+            found == vec![(0, "present_av".into()), (1, "present_av".into()), (2, "no_answer".into())],
+            "CSV rows {found:?}"
+        );
+
+        // The floor to site 1, from the chair's roster.
+        browser.find(By::Css(&format!("#roster li[data-id=\"{}\"] .fl", sites[1]))).await?.click().await?;
+        browser.switch_to_window(windows[0].clone()).await?;
+        wait_js(&browser, "!document.querySelector('#floor').hidden", 10, "site 0 told who holds the floor").await?;
+        let before_v = per_site(&browser, false).await?.get(&sites[1]).copied().unwrap_or(0);
+        let before_a = per_site(&browser, true).await?.get(&sites[1]).copied().unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let after_v = per_site(&browser, false).await?.get(&sites[1]).copied().unwrap_or(0);
+        let after_a = per_site(&browser, true).await?.get(&sites[1]).copied().unwrap_or(0);
+        anyhow::ensure!(after_v > before_v + 5, "site 0 decodes site 1's picture: {before_v} → {after_v} frames");
+        anyhow::ensure!(after_a > before_a, "site 0 receives site 1's sound: {before_a} → {after_a} bytes");
+        Ok(())
+    }
+    .await;
+    finish(browser, cd, running, result).await
+}
