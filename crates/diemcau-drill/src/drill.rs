@@ -92,6 +92,8 @@ pub struct Scenario {
     pub threads: usize,
     /// Communes publish synthetic media too.
     pub sites_publish: bool,
+    /// Communes connect media at all (`false`: signalling only).
+    pub sites_media: bool,
     /// The synthetic chair, if any: its link preset and what it sends.
     pub chair: Option<(String, PublisherConfig)>,
     /// Link events, from the start of the drill.
@@ -100,6 +102,43 @@ pub struct Scenario {
     pub thresholds: Thresholds,
     /// Per-preset overrides.
     pub profile_thresholds: BTreeMap<String, Thresholds>,
+    /// A roll call the chair starts during the drill, if any.
+    pub rollcall: Option<RollCallPlan>,
+}
+
+/// A roll call in a drill: started by the chair at `start`, answered by the swarm after a random delay, except a
+/// share that never answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollCallPlan {
+    /// From the start of the drill.
+    pub start: Duration,
+    /// Time to answer (all at once).
+    pub seconds: u32,
+    /// Share of the sites that never answer, `0..=1` (exactly `round(share × sites)` of them, chosen by the seed).
+    pub silent_share: f64,
+    /// The others answer uniformly within this after their call.
+    pub answer_within: Duration,
+}
+
+/// What a drill's roll call measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollCallReport {
+    /// Sites called.
+    pub sites: u32,
+    /// Sites planned to answer / never to answer.
+    pub expected_present: u32,
+    /// Sites planned never to answer.
+    pub expected_absent: u32,
+    /// What the attendance report counts.
+    pub present: u32,
+    /// No answer + offline in the attendance report.
+    pub absent: u32,
+    /// Of which not connected at the deadline.
+    pub offline: u32,
+    /// The counts match the plan.
+    pub matches: bool,
+    /// From the start of the roll call to its last answer recorded, ms.
+    pub last_answer_ms: Option<i64>,
 }
 
 /// What passes. A `None` is not checked.
@@ -190,6 +229,8 @@ struct ScenarioToml {
     threads: usize,
     #[serde(default)]
     sites_publish: bool,
+    #[serde(default = "yes")]
+    sites_media: bool,
     chair: Option<ChairToml>,
     #[serde(default)]
     event: Vec<EventToml>,
@@ -197,6 +238,31 @@ struct ScenarioToml {
     thresholds: Thresholds,
     #[serde(default)]
     profile_thresholds: BTreeMap<String, Thresholds>,
+    rollcall: Option<RollCallToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollCallToml {
+    start_s: f64,
+    #[serde(default = "sixty")]
+    seconds: u32,
+    #[serde(default)]
+    silent_share: f64,
+    #[serde(default = "twenty")]
+    answer_within_s: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn sixty() -> u32 {
+    60
+}
+
+fn twenty() -> f64 {
+    20.0
 }
 
 fn one() -> u64 {
@@ -428,6 +494,35 @@ impl Scenario {
             }
             th.validate(&format!("profile_thresholds.{name}"))?;
         }
+        let rollcall = match t.rollcall {
+            None => None,
+            Some(r) => {
+                if !(0.0..=1.0).contains(&r.silent_share) {
+                    return Err(DrillError::Config(format!(
+                        "rollcall.silent_share = {} is not within 0..=1",
+                        r.silent_share
+                    )));
+                }
+                if !(1..=3600).contains(&r.seconds) {
+                    return Err(DrillError::Config("rollcall.seconds must be between 1 and 3600".into()));
+                }
+                let start = seconds("rollcall.start_s", r.start_s)?;
+                let answer_within = seconds("rollcall.answer_within_s", r.answer_within_s)?;
+                if answer_within >= Duration::from_secs(u64::from(r.seconds)) {
+                    return Err(DrillError::Config(
+                        "rollcall.answer_within_s must be shorter than rollcall.seconds (answers after the deadline \
+                         would count as absent)"
+                            .into(),
+                    ));
+                }
+                if start + Duration::from_secs(u64::from(r.seconds)) + Duration::from_secs(2) > duration {
+                    return Err(DrillError::Config(
+                        "rollcall: start_s + seconds (+ 2 s) must end before duration_s".into(),
+                    ));
+                }
+                Some(RollCallPlan { start, seconds: r.seconds, silent_share: r.silent_share, answer_within })
+            }
+        };
         Ok(Self {
             name: t.name,
             title: t.title,
@@ -439,10 +534,12 @@ impl Scenario {
             seed: t.seed,
             threads: t.threads,
             sites_publish: t.sites_publish,
+            sites_media: t.sites_media,
             chair,
             events,
             thresholds: t.thresholds,
             profile_thresholds: t.profile_thresholds,
+            rollcall,
         })
     }
 
@@ -570,6 +667,9 @@ pub struct DrillReport {
     pub swarm_cost: CostReport,
     /// Wall time of the measurement, ms.
     pub duration_ms: f64,
+    /// The drill's roll call, if it ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollcall: Option<RollCallReport>,
 }
 
 /// Judges one site.
@@ -660,6 +760,7 @@ pub fn judge(
         chair,
         swarm_cost: cost,
         duration_ms,
+        rollcall: None,
     }
 }
 

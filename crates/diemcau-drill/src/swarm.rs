@@ -85,6 +85,12 @@ pub struct SwarmConfig {
     /// `Some(d)`: the media threads sleep up to `d` between turns instead of blocking in `epoll_wait` (see
     /// [`DEFAULT_TURN`]); `None`: they block, and every datagram can wake them.
     pub turn: Option<Duration>,
+    /// Roll call: how long after being called each site (by token index) presses "Có mặt"; `None`, or an index past
+    /// the end: it never answers.
+    pub answers: Vec<Option<Duration>>,
+    /// Sites connect media (a peer connection: offer, ICE, DTLS); `false`: signalling only (roll-call drills at a
+    /// scale whose media one machine cannot carry beside the bridge).
+    pub media: bool,
 }
 
 /// Whose signalling a swarm speaks.
@@ -129,6 +135,8 @@ impl SwarmConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             turn: Some(DEFAULT_TURN),
             backend: Backend::Diemcau,
+            answers: Vec::new(),
+            media: true,
         }
     }
 }
@@ -655,6 +663,8 @@ impl Swarm {
                 counters: counters.clone(),
                 stop: stop_rx.clone(),
                 started,
+                answer: cfg.answers.get(global).copied().flatten(),
+                media: cfg.media,
             };
             sessions.push(tokio::spawn(session(plan, ctx)));
         }
@@ -844,6 +854,10 @@ struct SessionCtx {
     counters: Arc<Counters>,
     stop: watch::Receiver<bool>,
     started: Instant,
+    /// How long after its call this site answers the roll call (`None`: never).
+    answer: Option<Duration>,
+    /// Connect media (see [`SwarmConfig::media`]).
+    media: bool,
 }
 
 /// One site's signalling for the whole run.
@@ -998,9 +1012,27 @@ async fn diemcau_session(plan: SitePlan, mut ctx: SessionCtx) -> SessionOutcome 
     let mut ping = tokio::time::interval(PING_EVERY);
     stats.tick().await;
     ping.tick().await;
+    // When to press "Có mặt" (after a call arrives, by the plan's delay).
+    let mut present_at: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(present_at.unwrap_or(far)), if present_at.is_some() => {
+                present_at = None;
+                if let Err(e) = client.send(&ClientMsg::Present {}).await {
+                    outcome.error = Some(e.to_string());
+                    break;
+                }
+            }
             msg = client.recv() => match msg {
+                Ok(ServerMsg::SiteControl { view, .. }) => {
+                    let answered = view.result.is_some_and(|r| r.outcome.present());
+                    if view.called_until_ms.is_some() && !answered && present_at.is_none()
+                        && let Some(d) = ctx.answer
+                    {
+                        present_at = Some(tokio::time::Instant::now() + d);
+                    }
+                }
                 Ok(ServerMsg::Offer { sdp }) => {
                     let (reply, rx) = oneshot::channel();
                     let answer = match ctx.thread.send(ThreadCmd::Offer { global, sdp, reply }) {
@@ -1069,6 +1101,9 @@ async fn join(
     socket.set_nonblocking(true)?;
     let local_addr = socket.local_addr()?;
     let (mut client, welcome) = SignalClient::connect(&ctx.ws_url, &plan.token).await?;
+    if !ctx.media {
+        return Ok((client, welcome, Arc::new(SiteShared::default())));
+    }
     let chair = welcome.role == Role::Chair;
     let cfg = SiteConfig {
         site_id: plan.site_id,

@@ -102,6 +102,22 @@ impl AppState {
         diemcau_store::token::sign(&self.secret, &claims)
     }
 
+    /// Runs a chair action in meeting `meeting_id` as the API does (logged, then applied; blocking: it writes the
+    /// store). `Ok(None)`: it changed nothing. For drills and admin commands.
+    pub fn act(
+        &self,
+        meeting_id: i64,
+        action: diemcau_proto::control::Action,
+    ) -> Result<Option<diemcau_proto::control::Logged>, AppError> {
+        Ok(control::handle(self, meeting_id, unix_now_ms(), diemcau_meeting::Input::Chair(action))?)
+    }
+
+    /// The attendance report of meeting `meeting_id`, as `GET /api/meetings/{id}/attendance` answers it.
+    pub fn attendance(&self, meeting_id: i64) -> Result<serde_json::Value, AppError> {
+        let a = attendance::build(self, meeting_id)?;
+        serde_json::to_value(a).map_err(|e| AppError::Internal(format!("attendance: {e}")))
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

@@ -127,12 +127,82 @@ async fn drive(
     sc.threads = scenario.threads;
     sc.seed = scenario.seed;
     sc.publish = scenario.sites_publish;
+    sc.media = scenario.sites_media;
     sc.events = scenario.events.clone();
+    // The roll call: exactly round(share × sites) never answer (chosen by the seed); the others answer uniformly
+    // within `answer_within` of their call.
+    let mut rollcall_task = None;
+    if let Some(plan) = &scenario.rollcall {
+        let n = scenario.sites;
+        let silent = ((plan.silent_share * n as f64).round() as usize).min(n);
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut x = scenario.seed ^ 0x5eed_ca11;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in (1..n).rev() {
+            order.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        let mut answers = vec![None; n];
+        let within = plan.answer_within.as_millis().max(1) as u64;
+        for i in order.into_iter().skip(silent) {
+            answers[i] = Some(Duration::from_millis(next() % within));
+        }
+        sc.answers = answers;
+        let state = running.state.clone();
+        let (start, seconds) = (plan.start, plan.seconds);
+        rollcall_task = Some(tokio::spawn(async move {
+            tokio::time::sleep(start).await;
+            let action = diemcau_proto::control::Action::StartRollCall {
+                mode: diemcau_proto::control::RollCallMode::AllAtOnce,
+                order: None,
+                seconds: Some(seconds),
+            };
+            tokio::task::spawn_blocking(move || state.act(meeting, action).map(|l| l.map(|l| l.at_ms))).await
+        }));
+    }
     let sites = Swarm::new(sc)?.run(progress).await?;
 
     let chair = match chair_run {
         Some(h) => Some(h.await.context("the synthetic chair")??.sites.into_iter().next().unwrap_or_default()),
         None => None,
     };
-    Ok(judge(scenario, sites, chair, started_unix, "in-process bridge on loopback".into()))
+    let mut report = judge(scenario, sites, chair, started_unix, "in-process bridge on loopback".into());
+    if let (Some(plan), Some(task)) = (&scenario.rollcall, rollcall_task) {
+        let started_ms = task
+            .await
+            .context("the roll call task")?
+            .context("the roll call task")?
+            .map_err(|e| anyhow::anyhow!("starting the roll call: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("the roll call did not start"))?;
+        let a = running.state.attendance(meeting).map_err(|e| anyhow::anyhow!("attendance report: {e}"))?;
+        let count = |k: &str| a["totals"][k].as_u64().unwrap_or(0) as u32;
+        let sites = scenario.sites as u32;
+        let expected_absent = ((plan.silent_share * f64::from(sites)).round() as u32).min(sites);
+        let last_answer_ms = a["sites"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["result"].as_str().is_some_and(|o| o.starts_with("present")))
+            .filter_map(|r| r["result_at_ms"].as_i64())
+            .max()
+            .map(|t| t - started_ms);
+        let r = diemcau_drill::drill::RollCallReport {
+            sites,
+            expected_present: sites - expected_absent,
+            expected_absent,
+            present: count("present"),
+            absent: count("no_answer") + count("offline"),
+            offline: count("offline"),
+            matches: count("present") == sites - expected_absent
+                && count("no_answer") + count("offline") == expected_absent,
+            last_answer_ms,
+        };
+        report.passed &= r.matches;
+        report.rollcall = Some(r);
+    }
+    Ok(report)
 }

@@ -314,6 +314,19 @@ fn drill_run(
             println!("  {}: {v}, threshold {} {}", c.measure, c.op, c.limit);
         }
     }
+    if let Some(rc) = &r.rollcall {
+        println!(
+            "roll call: {} sites, present {} (planned {}), absent {} (planned {}, of which offline {}), last answer {} ms after the start: {}",
+            rc.sites,
+            rc.present,
+            rc.expected_present,
+            rc.absent,
+            rc.expected_absent,
+            rc.offline,
+            rc.last_answer_ms.map(|t| t.to_string()).unwrap_or_else(|| "–".into()),
+            if rc.matches { "counts match" } else { "COUNTS DO NOT MATCH" }
+        );
+    }
     println!("{}", if r.passed { "drill passed" } else { "drill FAILED its thresholds" });
     println!("report: {}", output.html.display());
     println!("data: {}", output.json.display());
