@@ -151,7 +151,7 @@ async fn the_chair_calls_the_roll_gives_the_floor_and_files_the_report() -> anyh
         );
 
         // The floor to site 1, from the chair's roster.
-        browser.find(By::Css(&format!("#roster li[data-id=\"{}\"] .fl", sites[1]))).await?.click().await?;
+        browser.find(By::Css(format!("#roster li[data-id=\"{}\"] .fl", sites[1]))).await?.click().await?;
         browser.switch_to_window(windows[0].clone()).await?;
         wait_js(&browser, "!document.querySelector('#floor').hidden", 10, "site 0 told who holds the floor").await?;
         let before_v = per_site(&browser, false).await?.get(&sites[1]).copied().unwrap_or(0);

@@ -13,3 +13,4 @@ mod e2e_rollcall;
 mod interop_webrtc_rs;
 mod link_drop;
 mod renegotiation;
+mod rollcall_drill;
