@@ -2,6 +2,7 @@
 //! the CLI's `serve` and the end-to-end tests both use.
 
 pub mod bench;
+pub mod bench_rollcall;
 pub mod config;
 pub mod drill;
 

@@ -108,6 +108,16 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Roll call: CPU per answer as the meeting grows, the controller alone and with each answer logged to a real
+    /// SQLite file first (as the bridge does), and the cost of the deadline event.
+    Rollcall {
+        /// Invited sites per step.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,3000,10000")]
+        steps: Vec<usize>,
+        /// Where the temporary SQLite files go.
+        #[arg(long, default_value = "target/bench-rollcall")]
+        work_dir: std::path::PathBuf,
+    },
     /// Fan-out: a synthetic chair, steps of N synthetic subscribers; bridge CPU and RSS per subscriber, forwarding
     /// delay, delivered packets. The bridge runs as a child process (this binary's `serve`).
     Fanout {
@@ -347,6 +357,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
+    if let BenchCmd::Rollcall { steps, work_dir } = &cmd {
+        std::fs::create_dir_all(work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+        println!(
+            "sites\tcontroller µs/answer (CPU)\twith SQLite log µs/answer (CPU)\twith SQLite log µs/answer (wall)\tdeadline µs (CPU)"
+        );
+        for (i, n) in steps.iter().enumerate() {
+            eprintln!("[{}/{}] {n} sites…", i + 1, steps.len());
+            let r = diemcau::bench_rollcall::run(&[*n], work_dir)?;
+            for s in r {
+                println!(
+                    "{}\t{:.2}\t{:.1}\t{:.1}\t{:.0}",
+                    s.sites, s.controller_us, s.with_store_us, s.with_store_wall_us, s.deadline_us
+                );
+            }
+        }
+        return Ok(());
+    }
     let BenchCmd::Fanout {
         steps,
         settle,
@@ -360,7 +387,10 @@ fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
         janus_scripts,
         work_dir,
         out,
-    } = cmd;
+    } = cmd
+    else {
+        anyhow::bail!("unknown bench");
+    };
     for s in &systems {
         anyhow::ensure!(s == "diemcau" || s == "janus", "--systems: `{s}` is neither diemcau nor janus");
     }
