@@ -363,6 +363,21 @@ pub(crate) fn html(a: &Attendance) -> String {
     h
 }
 
+/// The report of meeting `id` for a chair, technician or admin caller (built off the async workers: it reads the
+/// store).
+async fn authorized_report(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    tok: Option<&str>,
+    id: i64,
+) -> Result<Attendance, AppError> {
+    crate::control::authorize(state, headers, tok, id, true)?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || build(&st, id))
+        .await
+        .map_err(|e| AppError::Internal(format!("attendance task: {e}")))?
+}
+
 /// `GET /api/meetings/{id}/attendance` (chair, technician or admin).
 pub(crate) async fn json(
     State(state): State<Arc<AppState>>,
@@ -370,11 +385,7 @@ pub(crate) async fn json(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Attendance>, AppError> {
-    crate::control::authorize(&state, &headers, q.token.as_deref(), id, true)?;
-    let st = state.clone();
-    let a = tokio::task::spawn_blocking(move || build(&st, id))
-        .await
-        .map_err(|e| AppError::Internal(format!("attendance task: {e}")))??;
+    let a = authorized_report(&state, &headers, q.token.as_deref(), id).await?;
     Ok(Json(a))
 }
 
@@ -385,11 +396,7 @@ pub(crate) async fn csv_file(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    crate::control::authorize(&state, &headers, q.token.as_deref(), id, true)?;
-    let st = state.clone();
-    let a = tokio::task::spawn_blocking(move || build(&st, id))
-        .await
-        .map_err(|e| AppError::Internal(format!("attendance task: {e}")))??;
+    let a = authorized_report(&state, &headers, q.token.as_deref(), id).await?;
     let body = csv(&a)?;
     let disposition = format!("attachment; filename=\"diem-danh-{id}.csv\"");
     let mut res = body.into_response();
@@ -407,11 +414,7 @@ pub(crate) async fn html_page(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Html<String>, AppError> {
-    crate::control::authorize(&state, &headers, q.token.as_deref(), id, true)?;
-    let st = state.clone();
-    let a = tokio::task::spawn_blocking(move || build(&st, id))
-        .await
-        .map_err(|e| AppError::Internal(format!("attendance task: {e}")))??;
+    let a = authorized_report(&state, &headers, q.token.as_deref(), id).await?;
     Ok(axum::response::Html(html(&a)))
 }
 
