@@ -157,14 +157,16 @@ async fn chair_and_three_sites_see_each_other() -> anyhow::Result<()> {
         }
 
         // A site decodes one of the chair's layers: which one is the adaptation's choice (on loopback it climbs from
-        // 180p toward 720p; e2e_layers.rs checks the choice against a capped link).
+        // 180p toward 720p; e2e_layers.rs checks the choice against a capped link). The page's other receive-only
+        // video section (the floor holder's) is idle: only the stream with decoded frames is the chair's.
         browser.switch_to_window(chair.clone()).await?;
         let chair_layers = eval_async(&browser, SENT_LAYERS).await?;
         browser.switch_to_window(sites[0].1.clone()).await?;
         let got = eval_async(
             &browser,
             "window.diemcau.pc.getStats().then((r) => { let w = null; r.forEach((s) => { \
-             if (s.type === 'inbound-rtp' && s.kind === 'video') w = s.frameWidth; }); return w; })",
+             if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0) w = s.frameWidth; }); \
+             return w; })",
         )
         .await?;
         let widths: Vec<serde_json::Value> =
