@@ -182,6 +182,10 @@ pub async fn finish<T>(
     result: anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let _ = browser.quit().await;
+    // Chromium's processes take a moment to exit after quitting (a roll call's four peer connections longer): the
+    // next heavy test, which starts when `cd` gives up the turn, must not share the cores with them (`link_drop`
+    // right after `e2e_rollcall` had its ADSL sites stuck at 360p).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     drop(cd);
     running.shutdown().await;
     result

@@ -96,14 +96,17 @@ async fn the_chair_calls_the_roll_gives_the_floor_and_files_the_report() -> anyh
             "the roll call's end",
         )
         .await?;
-        let badges = eval_async(&browser, &format!(
-            "[{}].map((id) => document.querySelector(`#roster li[data-id=\"${{id}}\"] .rc`)?.dataset.outcome || null)",
+        // The roster redraws at most every 100 ms (a site still called shows its countdown until then): wait for
+        // the badges rather than read them once.
+        let badges = format!(
+            "JSON.stringify([{}].map((id) => document.querySelector(`#roster li[data-id=\"${{id}}\"] .rc`)?.dataset.outcome || null))",
             sites.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
-        )).await?;
-        anyhow::ensure!(
-            badges == serde_json::json!(["present_av", "present_av", "no_answer"]),
-            "roster badges {badges}"
         );
+        let want = r#"["present_av","present_av","no_answer"]"#;
+        if wait_js(&browser, &format!("{badges} === '{want}'"), 5, "roster badges").await.is_err() {
+            let got = eval_async(&browser, &badges).await?;
+            anyhow::bail!("roster badges {got}, wanted {want}");
+        }
 
         // The report, from the console's links.
         let report_href = eval_async(&browser, "document.querySelector('#rc-report').href").await?;

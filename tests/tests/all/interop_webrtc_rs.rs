@@ -34,6 +34,8 @@ const TAIL_SLACK: i64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_rs_site_receives_chair_video_repaired_by_nack() -> anyhow::Result<()> {
+    // Not beside a browser test: a webrtc-rs chair and site encrypting and repairing take a core of their own.
+    let _turn = diemcau_e2e::browser::heavy_test_turn().await;
     receive_chair_through_lossy_link(SiteOptions::default()).await
 }
 
