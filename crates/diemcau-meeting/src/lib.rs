@@ -20,6 +20,8 @@
 //! (a round starting, the all-at-once deadline, mute all): a roll call over 3,000 sites is 3,000 answers at the same
 //! cost each.
 
+pub mod convene;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use diemcau_proto::control::{

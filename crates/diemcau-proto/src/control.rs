@@ -292,3 +292,59 @@ pub struct SiteView {
     /// Muted by the chair.
     pub muted_by_chair: bool,
 }
+
+/// One site as an emergency convening names it: its directory id, or a text — its code, its name, or a path of names
+/// from an ancestor down (`"Huyện Đại Từ / Xã La Bằng"`) when the name alone is shared by several sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SitePick {
+    /// A directory id.
+    Id(i64),
+    /// A code, a name or a path of names.
+    Text(String),
+}
+
+/// `POST /api/convene`: a meeting created now with the sites named, whose open pages are rung.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConveneRequest {
+    /// Title shown to every site and on the incoming-meeting prompt.
+    pub title: String,
+    /// The chairing site. With a chair token it is the token's site (and may be left out); the admin must give it.
+    #[serde(default)]
+    pub chair_site_id: Option<i64>,
+    /// Sites invited one by one.
+    #[serde(default)]
+    pub sites: Vec<SitePick>,
+    /// Sites invited with everything under them in the directory (a district and its communes).
+    #[serde(default)]
+    pub subtrees: Vec<SitePick>,
+    /// How long the prompt rings on the sites' pages, s (default 120).
+    #[serde(default)]
+    pub ring_secs: Option<u32>,
+}
+
+/// Where the ringing of one invited site stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingStatus {
+    /// A page of the site is open and shows the prompt.
+    Ringing,
+    /// No page of the site was open when it was rung.
+    Unreachable,
+    /// The site's staff pressed "Từ chối" (decline).
+    Declined,
+}
+
+/// The ringing of one site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ring {
+    /// The site.
+    pub site_id: i64,
+    /// Where it stands.
+    pub status: RingStatus,
+    /// When it was rung or declined, unix ms.
+    pub at_ms: i64,
+    /// The prompt rings until then, unix ms: a site still `ringing` after it did not pick up.
+    pub until_ms: i64,
+}

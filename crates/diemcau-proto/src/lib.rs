@@ -233,6 +233,11 @@ pub enum ClientMsg {
         /// `true` to raise.
         raised: bool,
     },
+    /// Standby page only (`/ws/standby`): the site's staff declined the meeting it was rung for.
+    Decline {
+        /// The meeting of the prompt.
+        meeting_id: i64,
+    },
 }
 
 /// A link-check client's receive counters for the bridge's probe stream (cumulative since the check began).
@@ -467,6 +472,36 @@ pub enum ServerMsg {
         /// The floor holder's name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         floor_name: Option<String>,
+    },
+    /// Standby page (`/ws/standby`): sent once the token is accepted; the page waits to be rung.
+    Standby {
+        /// Protocol version of the server.
+        v: u32,
+        /// This page's site.
+        site_id: i64,
+        /// Its name.
+        site_name: String,
+    },
+    /// A site's page (standby or in a meeting): a meeting was convened with this site — the incoming-meeting prompt.
+    Incoming {
+        /// The new meeting.
+        meeting_id: i64,
+        /// Its title.
+        title: String,
+        /// The chairing site's name.
+        chair_name: String,
+        /// The site's join token for it: the page opens `/site?token=…` when its staff accept.
+        token: String,
+        /// The prompt rings until then, unix ms (bridge clock) …
+        until_ms: i64,
+        /// … and this is the bridge's clock when it was sent.
+        now_ms: i64,
+    },
+    /// Chair and technicians of a convened meeting: where the ringing of its sites stands (all of them on joining,
+    /// then each change).
+    Rings {
+        /// The sites, each with its status.
+        rings: Vec<control::Ring>,
     },
 }
 

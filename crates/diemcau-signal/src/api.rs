@@ -212,11 +212,24 @@ pub(crate) async fn stats(
     Ok(Json(page_json(id, rows, sort, desc, offset, limit, state.media.shard_count())))
 }
 
+/// `GET /api/sites`: the directory, for the admin and for a chair (whose console picks the sites to convene).
 pub(crate) async fn list_sites(
     State(state): State<Arc<AppState>>,
+    Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<Site>>, AppError> {
-    require_admin(&state, &headers)?;
+    if let Err(not_admin) = require_admin(&state, &headers) {
+        // Something that is not a join token at all is answered as the admin API answers it.
+        let Some(tok) = q.token.as_deref().or_else(|| bearer(&headers)) else { return Err(not_admin) };
+        let claims = match token::verify(&state.secret, tok, unix_now()) {
+            Ok(c) => c,
+            Err(token::TokenError::Malformed) => return Err(not_admin),
+            Err(e) => return Err(AppError::Unauthorized(e.to_string())),
+        };
+        if claims.role != Role::Chair {
+            return Err(AppError::Forbidden("the directory is for the admin and the chair".into()));
+        }
+    }
     Ok(Json(state.store.sites()?))
 }
 
@@ -292,7 +305,9 @@ pub(crate) async fn create_meeting(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTokenBody {
-    meeting_id: i64,
+    /// Not given for a standby token.
+    #[serde(default)]
+    meeting_id: Option<i64>,
     site_id: i64,
     role: String,
     ttl_secs: Option<i64>,
@@ -305,12 +320,27 @@ pub(crate) async fn create_token(
 ) -> Result<Json<serde_json::Value>, AppError> {
     require_admin(&state, &headers)?;
     let body: NewTokenBody = json_body(&body)?;
-    let role = Role::parse(&body.role)
-        .ok_or_else(|| AppError::BadRequest(format!("role: {:?} is not chair, site or technician", body.role)))?;
-    let meeting = state
-        .store
-        .meeting(body.meeting_id)?
-        .ok_or_else(|| AppError::NotFound(format!("meeting {}", body.meeting_id)))?;
+    if body.role == "standby" {
+        let ttl = body.ttl_secs.unwrap_or(crate::convene::STANDBY_TTL_SECS);
+        if !(1..=366 * 24 * 3600).contains(&ttl) {
+            return Err(AppError::BadRequest("ttl_secs must be between 1 and one year".into()));
+        }
+        if body.meeting_id.is_some() {
+            return Err(AppError::BadRequest("a standby token is for no meeting: leave meeting_id out".into()));
+        }
+        state.store.site(body.site_id)?.ok_or_else(|| AppError::NotFound(format!("site {}", body.site_id)))?;
+        let exp = unix_now() + ttl;
+        let tok = state.mint_token(token::STANDBY_MEETING, body.site_id, Role::Site, ttl);
+        return Ok(Json(serde_json::json!({ "token": tok, "exp": exp, "url": format!("/site?standby={tok}") })));
+    }
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        AppError::BadRequest(format!("role: {:?} is not chair, site, technician or standby", body.role))
+    })?;
+    let Some(meeting_id) = body.meeting_id else {
+        return Err(AppError::BadRequest("meeting_id is required (except for a standby token)".into()));
+    };
+    let meeting =
+        state.store.meeting(meeting_id)?.ok_or_else(|| AppError::NotFound(format!("meeting {meeting_id}")))?;
     let allowed = match role {
         Role::Chair | Role::Technician => body.site_id == meeting.chair_site_id,
         Role::Site => meeting.invited.contains(&body.site_id),
@@ -319,7 +349,7 @@ pub(crate) async fn create_token(
         return Err(AppError::BadRequest(format!(
             "site {} cannot join meeting {} as {}",
             body.site_id,
-            body.meeting_id,
+            meeting_id,
             role.as_str()
         )));
     }
@@ -328,7 +358,7 @@ pub(crate) async fn create_token(
         return Err(AppError::BadRequest("ttl_secs must be between 1 and one year".into()));
     }
     let exp = unix_now() + ttl;
-    let tok = token::sign(&state.secret, &Claims { meeting_id: body.meeting_id, site_id: body.site_id, role, exp });
+    let tok = token::sign(&state.secret, &Claims { meeting_id, site_id: body.site_id, role, exp });
     Ok(Json(serde_json::json!({ "token": tok, "exp": exp })))
 }
 

@@ -237,5 +237,6 @@ fn type_name(m: &ClientMsg) -> &'static str {
         ClientMsg::CheckReport(_) => "check_report",
         ClientMsg::Present {} => "present",
         ClientMsg::Hand { .. } => "hand",
+        ClientMsg::Decline { .. } => "decline",
     }
 }

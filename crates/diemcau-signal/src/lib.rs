@@ -5,6 +5,8 @@
 //!   is checked before anything else; every refusal is a close code with a reason (see `docs/signalling.md`).
 //! * `GET /api/meetings/{id}/stats` — live per-peer statistics for the technician page (meeting token of a chair or
 //!   technician, or the admin token).
+//! * `GET /ws/standby?token=…` — a site's standby page, rung when a meeting is convened with it.
+//! * `POST /api/convene`, `POST /api/meetings/{id}/ring` — emergency convening (chair token or admin).
 //! * `/api/sites`, `/api/sites/import`, `/api/meetings`, `/api/tokens` — the admin API (bearer admin token).
 //! * `/`, `/chair`, `/site`, `/tech`, `/static/*` — the web client, compiled into the binary.
 //!
@@ -16,6 +18,7 @@ mod api;
 mod attendance;
 mod check;
 mod control;
+mod convene;
 mod error;
 pub mod linkcheck;
 mod room;
@@ -33,6 +36,7 @@ use diemcau_media::{Media, MediaEvent};
 use diemcau_store::Store;
 use tokio::sync::{mpsc, watch};
 
+pub use convene::STANDBY_TTL_SECS;
 pub use error::AppError;
 
 /// Settings of the signalling service.
@@ -72,6 +76,8 @@ pub struct AppState {
     pub(crate) media: Arc<Media>,
     pub(crate) cfg: SignalConfig,
     pub(crate) rooms: Mutex<HashMap<i64, room::Room>>,
+    /// Open standby pages and rings; lock it after `rooms` when both are needed, never before.
+    pub(crate) standby: Mutex<convene::Standby>,
     pub(crate) next_peer: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -91,6 +97,7 @@ impl AppState {
             media,
             cfg,
             rooms: Mutex::default(),
+            standby: Mutex::default(),
             next_peer: AtomicU64::new(1),
             shutdown,
         }))
@@ -100,6 +107,11 @@ impl AppState {
     pub fn mint_token(&self, meeting_id: i64, site_id: i64, role: diemcau_proto::Role, ttl_secs: i64) -> String {
         let claims = diemcau_store::token::Claims { meeting_id, site_id, role, exp: unix_now() + ttl_secs };
         diemcau_store::token::sign(&self.secret, &claims)
+    }
+
+    /// Mints the standby token of `site_id` (its page waits on `/ws/standby` to be rung), valid `ttl_secs`.
+    pub fn mint_standby(&self, site_id: i64, ttl_secs: i64) -> String {
+        self.mint_token(diemcau_store::token::STANDBY_MEETING, site_id, diemcau_proto::Role::Site, ttl_secs)
     }
 
     /// Runs a chair action in meeting `meeting_id` as the API does (logged, then applied; blocking: it writes the
@@ -211,6 +223,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(ws::handler))
         .route("/ws/check", get(check::handler))
+        .route("/ws/standby", get(convene::handler))
+        .route("/api/convene", post(convene::post))
+        .route("/api/meetings/{id}/ring", post(convene::ring_again))
         .route("/api/link-checks", get(api::link_checks))
         .route("/api/meetings/{id}/stats", get(api::stats))
         .route("/api/meetings/{id}/control", get(control::get).post(control::post))

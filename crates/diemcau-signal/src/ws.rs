@@ -55,6 +55,9 @@ pub(crate) async fn close_with(ws: &mut (impl SinkExt<Message> + Unpin), code: u
 pub(crate) fn check_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, Meeting), String> {
     let tok = tok.ok_or("missing token: open the link with ?token=…")?;
     let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| e.to_string())?;
+    if claims.meeting_id == token::STANDBY_MEETING {
+        return Err("this is a standby token: open it as /site?standby=… to wait for a meeting".into());
+    }
     let meeting = state
         .store
         .meeting(claims.meeting_id)
@@ -261,7 +264,12 @@ async fn run(state: Arc<AppState>, claims: Claims, meeting: Meeting, peer: PeerI
                         room.send(peer, ServerMsg::Muted { muted: true });
                     }
                 }
-                Role::Chair | Role::Technician => room.send(peer, ServerMsg::Control { state: room.control.state() }),
+                Role::Chair | Role::Technician => {
+                    room.send(peer, ServerMsg::Control { state: room.control.state() });
+                    if let Some(rings) = crate::convene::rings_of(&state, meeting_id) {
+                        room.send(peer, ServerMsg::Rings { rings });
+                    }
+                }
             }
             Some(welcome)
         }
@@ -514,5 +522,11 @@ async fn handle(state: &Arc<AppState>, claims: &Claims, peer: PeerId, msg: Clien
         }
         ClientMsg::Ping {} => Some(ServerMsg::Pong),
         ClientMsg::CheckReport(_) => error("unexpected", "check_report belongs to a link check (/ws/check)"),
+        ClientMsg::Decline { meeting_id } => {
+            if claims.role != Role::Site {
+                return error("forbidden", "only a site declines a meeting it was rung for");
+            }
+            crate::convene::decline(state, claims.site_id, meeting_id).err().and_then(|m| error("refused", m))
+        }
     }
 }

@@ -19,6 +19,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// Longest token [`verify`] accepts, in bytes. Real tokens are about 150 bytes.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
+/// `meeting_id` of a standby token: the site's page waits on `/ws/standby` to be rung for a convened meeting. No
+/// meeting has this id (SQLite row ids start at 1), so a standby token joins none.
+pub const STANDBY_MEETING: i64 = 0;
+
 /// What a token grants.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -33,7 +33,7 @@ impl Config {
     }
 }
 
-/// The three labelled demo links.
+/// The labelled demo links.
 #[derive(Debug, Clone)]
 pub struct DemoLinks {
     /// The chairing province's console.
@@ -42,6 +42,8 @@ pub struct DemoLinks {
     pub site: String,
     /// The technician's page.
     pub tech: String,
+    /// The first commune's standby page: it rings when the chair convenes a meeting with it.
+    pub standby: String,
 }
 
 /// A running bridge.
@@ -161,6 +163,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         chair: format!("{base_url}/chair?token={}", mint(Role::Chair, demo.chair_site_id)),
         site: format!("{base_url}/site?token={}", mint(Role::Site, demo.first_commune_id)),
         tech: format!("{base_url}/tech?token={}", mint(Role::Technician, demo.technician_site_id)),
+        standby: format!("{base_url}/site?standby={}", state.mint_standby(demo.first_commune_id, ttl_secs)),
     };
     Ok(Running { http_addr, base_url, demo, links, media_addrs, state, media, shutdown: shutdown_tx, server, ttl_secs })
 }

@@ -91,16 +91,16 @@ enum Cmd {
     },
     /// Mint a join token (prints the token and the page URL).
     Token {
-        /// Meeting id.
+        /// Meeting id (not for `--role standby`).
         #[arg(long)]
-        meeting: i64,
+        meeting: Option<i64>,
         /// Site id.
         #[arg(long)]
         site: i64,
-        /// chair, site or technician.
+        /// chair, site, technician, or standby (the site's page that waits to be rung for a convened meeting).
         #[arg(long, default_value = "site")]
         role: String,
-        /// Lifetime in hours (default from the config).
+        /// Lifetime in hours (default from the config; 90 days for a standby token).
         #[arg(long)]
         ttl_hours: Option<u32>,
     },
@@ -232,6 +232,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("chair: {}", running.links.chair);
     println!("site: {}", running.links.site);
     println!("tech: {}", running.links.tech);
+    println!("standby: {}", running.links.standby);
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -569,8 +570,26 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Cmd::CheckLink { url, token, link, json } => check_link(&cfg, url, token, &link, json),
         Cmd::Token { meeting, site, role, ttl_hours } => {
             let store = open_store(&cfg)?;
-            let role =
-                Role::parse(&role).with_context(|| format!("--role {role:?}: expected chair, site or technician"))?;
+            let base = if cfg.http.public_url.is_empty() {
+                format!("{}://{}", if cfg.http.tls_cert.is_empty() { "http" } else { "https" }, cfg.http.listen)
+            } else {
+                cfg.http.public_url.trim_end_matches('/').to_string()
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+            if role == "standby" {
+                anyhow::ensure!(meeting.is_none(), "--role standby is for no meeting: leave --meeting out");
+                store.site(site)?.with_context(|| format!("site {site} is not in the directory"))?;
+                let secs = ttl_hours.map_or(diemcau_signal::STANDBY_TTL_SECS, |h| i64::from(h) * 3600);
+                let claims =
+                    Claims { meeting_id: token::STANDBY_MEETING, site_id: site, role: Role::Site, exp: now + secs };
+                let tok = token::sign(&store.secret()?, &claims);
+                println!("{tok}");
+                println!("{base}/site?standby={tok}");
+                return Ok(());
+            }
+            let meeting = meeting.context("--meeting is required (except for --role standby)")?;
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role {role:?}: expected chair, site, technician or standby"))?;
             let m = store.meeting(meeting)?.with_context(|| format!("meeting {meeting} does not exist"))?;
             let allowed = match role {
                 Role::Chair | Role::Technician => site == m.chair_site_id,
@@ -578,7 +597,6 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             };
             anyhow::ensure!(allowed, "site {site} cannot join meeting {meeting} as {}", role.as_str());
             let hours = i64::from(ttl_hours.unwrap_or(cfg.meeting.token_ttl_hours));
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
             let tok = token::sign(
                 &store.secret()?,
                 &Claims { meeting_id: meeting, site_id: site, role, exp: now + hours * 3600 },
@@ -587,11 +605,6 @@ fn run_other(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 Role::Chair => "chair",
                 Role::Site => "site",
                 Role::Technician => "tech",
-            };
-            let base = if cfg.http.public_url.is_empty() {
-                format!("{}://{}", if cfg.http.tls_cert.is_empty() { "http" } else { "https" }, cfg.http.listen)
-            } else {
-                cfg.http.public_url.trim_end_matches('/').to_string()
             };
             println!("{tok}");
             println!("{base}/{page}?token={tok}");
