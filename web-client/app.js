@@ -200,6 +200,10 @@ function onMsg(m, ws) {
     case 'error': return toast(t('err.server', { msg: m.message || m.code }));
     // The meeting's control: roll call, floor, hands (chair: the whole state and each answer; site: its view).
     case 'control': case 'site_control': case 'roll_call_result': return H.onControl?.(m);
+    // A meeting convened with this site (its page is in another one): the incoming-meeting prompt.
+    case 'incoming': return H.onIncoming?.(m);
+    // Chair of a convened meeting: where the ringing of its sites stands.
+    case 'rings': return H.onRings?.(m.rings || []);
     default: return; // pong and anything newer
   }
 }

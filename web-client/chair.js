@@ -22,12 +22,16 @@ function toggleMute(id) {
 // ---- the meeting's control: roll call, floor, hands, mute all, lock (POST /api/meetings/{id}/control) ----
 const ctl = { results: new Map(), counts: null, roll_call: null, floor: null, hands: [], muted: [], locked: false, rounds: 0 };
 D.ctl = ctl;
-async function act(body) {
-  const r = await fetch(`/api/meetings/${D.welcome?.meeting_id}/control`, {
+/** POSTs JSON to the API with the chair's token; the answer, or null after a toast saying what went wrong. */
+async function api(path, body) {
+  const r = await fetch(path, {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token }, body: JSON.stringify(body),
   }).catch(() => null);
-  if (!r?.ok) toast(t('err.server', { msg: (await r?.json().catch(() => null))?.error || r?.status || 'network' }));
+  const v = await r?.json().catch(() => null);
+  if (!r?.ok) { toast(t('err.server', { msg: v?.error || r?.status || 'network' })); return null; }
+  return v;
 }
+const act = (body) => api(`/api/meetings/${D.welcome?.meeting_id}/control`, body);
 const nameOf = (id) => bySite.get(id)?.name || '#' + id;
 function renderControl() {
   const rc = ctl.roll_call, c = ctl.counts;
@@ -75,7 +79,106 @@ $('#lock').onclick = () => act({ action: 'lock', locked: !ctl.locked });
 $('#hands').addEventListener('click', (e) => {
   if (e.target.classList.contains('fl')) act({ action: 'give_floor', site_id: Number(e.target.closest('li').dataset.id) });
 });
-setInterval(() => { if (ctl.hands.length) renderControl(); }, 1000); // waiting times
+// Waiting times of raised hands, the countdowns of called sites and of ringing pages tick every second.
+setInterval(() => {
+  if (ctl.hands.length) renderControl();
+  if (ctl.roll_call || [...rings.values()].some((r) => r.status === 'ringing' && r.until_ms > Date.now())) later();
+}, 1000);
+
+// ---- emergency convening: pick sites from the directory, POST /api/convene, then where each ring stands ----
+const rings = new Map(); // site_id → { status, at_ms, until_ms } of this meeting (if it was convened)
+D.rings = rings;
+function onRings(list) {
+  for (const r of list) rings.set(r.site_id, r);
+  $('#ring-again').hidden = rings.size === 0;
+  later();
+}
+/** A not-connected site's ring as a badge: ringing with its seconds left, did not pick up, no page open, declined. */
+function ringBadge(s) {
+  const r = rings.get(s.site_id);
+  if (!r || s.state === 'connected') return '';
+  const left = Math.round((r.until_ms - Date.now()) / 1000);
+  const st = r.status === 'ringing' && left <= 0 ? 'missed' : r.status;
+  return `<span class="ring ring-${st}" data-ring="${st}">${t('ring.' + st, { s: left })}</span>`;
+}
+$('#ring-again').onclick = async () => {
+  const v = await api(`/api/meetings/${D.welcome?.meeting_id}/ring`, {});
+  if (v) { onRings(v.rings); toast(t('ring.againDone', { r: v.ringing, u: v.unreachable }), false); }
+};
+
+const cv = { dir: null, kids: new Map(), sites: new Set(), subtrees: new Set() };
+D.convene = cv;
+async function openConvene() {
+  $('#convene').hidden = false;
+  $('#cv-name').focus();
+  if (cv.dir) return renderConvene();
+  $('#cv-tree').textContent = t('cv.loading');
+  const r = await fetch('/api/sites?token=' + encodeURIComponent(token)).catch(() => null);
+  const v = await r?.json().catch(() => null);
+  if (!r?.ok || !Array.isArray(v)) { $('#cv-tree').textContent = t('err.server', { msg: v?.error || r?.status || 'network' }); return; }
+  cv.dir = v;
+  const ids = new Set(v.map((s) => s.id));
+  for (const s of v) {
+    const p = ids.has(s.parent_id) ? s.parent_id : null;
+    if (!cv.kids.has(p)) cv.kids.set(p, []);
+    cv.kids.get(p).push(s);
+  }
+  renderConvene();
+}
+/** The sites the choice invites (what the bridge will resolve): the ticked ones and every site under a ticked subtree. */
+function chosen() {
+  const out = new Set(cv.sites), stack = [...cv.subtrees], seen = new Set();
+  while (stack.length) {
+    const id = stack.pop();
+    if (seen.has(id)) continue;
+    seen.add(id); out.add(id);
+    for (const k of cv.kids.get(id) || []) stack.push(k.id);
+  }
+  out.delete(D.welcome?.chair_site_id);
+  return out;
+}
+function renderConvene() {
+  const q = $('#cv-filter').value.trim().toLowerCase(), chair = D.welcome?.chair_site_id, seen = new Set();
+  const row = (s) => `<li data-id="${s.id}"><div class="row"><span class="nm">${esc(s.name)}<small>${t('kind.' + s.kind)} · ${esc(s.code)}</small></span>`
+    + (s.id === chair ? '' : `<label><input type="checkbox" class="cv-s"${cv.sites.has(s.id) ? ' checked' : ''}> ${t('cv.site')}</label>`)
+    + (cv.kids.has(s.id) ? `<label><input type="checkbox" class="cv-t"${cv.subtrees.has(s.id) ? ' checked' : ''}> ${t('cv.sub')}</label>` : '')
+    + '</div>';
+  const li = (s) => {
+    if (seen.has(s.id)) return '';
+    seen.add(s.id);
+    const c = cv.kids.get(s.id);
+    return row(s) + (c ? `<ul>${c.map(li).join('')}</ul>` : '') + '</li>';
+  };
+  $('#cv-tree').innerHTML = q
+    ? cv.dir.filter((s) => s.name.toLowerCase().includes(q) || s.code.toLowerCase().includes(q)).map((s) => row(s) + '</li>').join('')
+    : (cv.kids.get(null) || []).map(li).join('');
+  $('#cv-picked').textContent = t('cv.picked', { n: chosen().size });
+}
+$('#cv-open').onclick = openConvene;
+$('#cv-close').onclick = () => { $('#convene').hidden = true; };
+$('#cv-filter').addEventListener('input', () => cv.dir && renderConvene());
+$('#cv-tree').addEventListener('change', (e) => {
+  const id = Number(e.target.closest('li')?.dataset.id), set = e.target.classList.contains('cv-t') ? cv.subtrees : cv.sites;
+  if (!id) return;
+  if (e.target.checked) set.add(id); else set.delete(id);
+  $('#cv-picked').textContent = t('cv.picked', { n: chosen().size });
+});
+$('#cv-go').onclick = async () => {
+  const title = $('#cv-name').value.trim();
+  if (!title) return toast(t('cv.noTitle'));
+  if (!chosen().size) return toast(t('cv.none'));
+  $('#cv-go').disabled = true;
+  const v = await api('/api/convene', { title, sites: [...cv.sites], subtrees: [...cv.subtrees] });
+  $('#cv-go').disabled = false;
+  if (!v) return;
+  const res = $('#cv-result');
+  res.hidden = false;
+  res.textContent = t('cv.done', { n: v.invited.length, r: v.ringing, u: v.unreachable });
+  res.dataset.meeting = v.meeting_id;
+  const a = $('#cv-enter');
+  a.href = v.chair_url;
+  a.hidden = false;
+};
 
 /** One tile per receiving video transceiver (our camera's is send-only). */
 function syncTiles(pc) {
@@ -148,7 +251,7 @@ function renderRoster() {
     return `<li class="ps-${s.state}${s.muted ? ' muted' : ''}" data-id="${s.site_id}"><div class="row">`
       + `<span class="dot"></span><span class="nm">${esc(s.name)}<small>${t('kind.' + s.kind)} · ${t('ps.' + s.state)}`
       + `${s.muted ? ' · ' + t('micOff') : ''}</small></span>`
-      + (s.site_id === chair ? '' : resultBadge(s.site_id) + `<button class="mt">${t(s.muted ? 'tile.unmute' : 'tile.mute')}</button>`
+      + (s.site_id === chair ? '' : ringBadge(s) + resultBadge(s.site_id) + `<button class="mt">${t(s.muted ? 'tile.unmute' : 'tile.mute')}</button>`
         + (ctl.floor === s.site_id ? '' : `<button class="fl">${t('floor.give')}</button>`))
       + `</div>${c ? `<ul>${c.map(li).join('')}</ul>` : ''}</li>`;
   };
@@ -169,11 +272,12 @@ start({
   onMedia: syncTiles,
   onSlots: later,
   onControl,
+  onRings,
   onRoster(sites) {
     bySite.clear();
     for (const s of sites) bySite.set(s.site_id, s);
     later();
   },
   onTeardown() { tiles.forEach((tl) => tl.el.remove()); tiles.clear(); },
-  onLang: later,
+  onLang() { later(); if (cv.dir) renderConvene(); },
 });

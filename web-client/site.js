@@ -1,7 +1,8 @@
 // site.js — the commune/district/department page: the chair's picture large, self-view small, mute button,
 // link quality. All the connection work is in app.js.
-import { start, $, D, send } from './app.js';
+import { start, $, D, send, token } from './app.js';
 import { t } from './i18n.js';
+import { standby, standbyToken, showIncoming, initPrompt } from './ring.js';
 
 const remote = $('#remote'), wait = $('#wait');
 let shown = null; // the receiver track on #remote
@@ -68,40 +69,46 @@ function renderFloorVideo(pc) {
   }
 }
 
-start({
-  page: 'site',
-  onLocal(s) {
-    const v = s?.getVideoTracks().length;
-    if (v) $('#self').srcObject = s;
-    else { $('#self').hidden = true; $('#selfcap').dataset.i18n = 'site.nocam'; $('#selfcap').textContent = t('site.nocam'); }
-  },
-  onControl(m) {
-    if (m.type !== 'site_control') return;
-    view = m.view; skew = m.now_ms - Date.now(); floorName = m.floor_name || null;
-    $('#present').disabled = false;
-    renderControl();
-  },
-  onSlots() { renderFloorVideo(); },
-  // The chair's video arrives on our first receive-only video transceiver.
-  onMedia(pc) {
-    renderFloorVideo(pc);
-    const x = pc.getTransceivers().find((x) => x.receiver.track?.kind === 'video' && x.direction === 'recvonly');
-    const tr = x?.receiver.track;
-    if (!tr || tr === shown) return;
-    shown = tr;
-    remote.srcObject = new MediaStream([tr]);
-    remote.play().catch(() => {}); // muted video: autoplay is always allowed
-  },
-  // The bridge paused the chair's video: the link has room for sound only ("Chỉ âm thanh") until it recovers.
-  onAudioOnly(on) { setWait(on ? 'site.audioOnly' : D.stats?.frames_decoded > 0 ? null : 'site.wait'); renderLayer(); },
-  // No frame decoded in the last 2 s while connected: say it is sound only (weak link) rather than "waiting".
-  onStats(s, dFrames) {
-    layer = dFrames > 0 && s.height ? s.height : null;
-    renderLayer();
-    if (dFrames == null || D.audioOnly) return;
-    if (dFrames > 0) setWait(null);
-    else setWait(s.frames_decoded > 0 ? 'site.audio' : 'site.wait');
-  },
-  onTeardown() { shown = null; remote.srcObject = null; setWait('site.wait'); layer = null; renderLayer(); },
-  onLang() { if (waitKey) setWait(waitKey); renderLayer(); renderControl(); },
-});
+if (!token && standbyToken) standby();
+else {
+  initPrompt();
+  start({
+    page: 'site',
+    // Rung for a convened meeting while in this one: "Tham gia" leaves this meeting for it.
+    onIncoming(m) { showIncoming(m, (id) => send({ type: 'decline', meeting_id: id })); },
+    onLocal(s) {
+      const v = s?.getVideoTracks().length;
+      if (v) $('#self').srcObject = s;
+      else { $('#self').hidden = true; $('#selfcap').dataset.i18n = 'site.nocam'; $('#selfcap').textContent = t('site.nocam'); }
+    },
+    onControl(m) {
+      if (m.type !== 'site_control') return;
+      view = m.view; skew = m.now_ms - Date.now(); floorName = m.floor_name || null;
+      $('#present').disabled = false;
+      renderControl();
+    },
+    onSlots() { renderFloorVideo(); },
+    // The chair's video arrives on our first receive-only video transceiver.
+    onMedia(pc) {
+      renderFloorVideo(pc);
+      const x = pc.getTransceivers().find((x) => x.receiver.track?.kind === 'video' && x.direction === 'recvonly');
+      const tr = x?.receiver.track;
+      if (!tr || tr === shown) return;
+      shown = tr;
+      remote.srcObject = new MediaStream([tr]);
+      remote.play().catch(() => {}); // muted video: autoplay is always allowed
+    },
+    // The bridge paused the chair's video: the link has room for sound only ("Chỉ âm thanh") until it recovers.
+    onAudioOnly(on) { setWait(on ? 'site.audioOnly' : D.stats?.frames_decoded > 0 ? null : 'site.wait'); renderLayer(); },
+    // No frame decoded in the last 2 s while connected: say it is sound only (weak link) rather than "waiting".
+    onStats(s, dFrames) {
+      layer = dFrames > 0 && s.height ? s.height : null;
+      renderLayer();
+      if (dFrames == null || D.audioOnly) return;
+      if (dFrames > 0) setWait(null);
+      else setWait(s.frames_decoded > 0 ? 'site.audio' : 'site.wait');
+    },
+    onTeardown() { shown = null; remote.srcObject = null; setWait('site.wait'); layer = null; renderLayer(); },
+    onLang() { if (waitKey) setWait(waitKey); renderLayer(); renderControl(); },
+  });
+}

@@ -121,6 +121,19 @@ pub async fn eval_async(driver: &WebDriver, expr: &str) -> anyhow::Result<serde_
     Ok(ret.get("ok").cloned().unwrap_or(serde_json::Value::Null))
 }
 
+/// Polls `expr` in the current window until it is truthy (`secs` at most); returns its value.
+pub async fn wait_js(driver: &WebDriver, expr: &str, secs: u64, what: &str) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = eval_async(driver, expr).await?;
+        if !(v.is_null() || v == false || v == 0) {
+            return Ok(v);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what}: still {v} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Waits until the page's `window.diemcau.state` is `connected` (30 s at most).
 pub async fn wait_connected(driver: &WebDriver, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -4,24 +4,11 @@
 //! present with audio and video and one without answer. Then the chair gives the floor to the second commune from
 //! its roster → the first commune's page decodes the second's picture and receives its sound.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use diemcau_e2e::browser::{ChromeDriver, eval_async, finish, per_site, wait_connected};
+use diemcau_e2e::browser::{ChromeDriver, eval_async, finish, per_site, wait_connected, wait_js};
 use diemcau_proto::Role;
 use thirtyfour::prelude::*;
-
-/// Polls `expr` in the current window until it is truthy (`secs` at most).
-async fn wait_js(b: &WebDriver, expr: &str, secs: u64, what: &str) -> anyhow::Result<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let v = eval_async(b, expr).await?;
-        if !(v.is_null() || v == false || v == 0) {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{what}: still {v} after {secs} s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chair_calls_the_roll_gives_the_floor_and_files_the_report() -> anyhow::Result<()> {

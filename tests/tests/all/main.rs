@@ -5,6 +5,7 @@ mod bad_input;
 mod drill_report;
 mod e2e_check;
 mod e2e_chromium;
+mod e2e_convene;
 mod e2e_dynacast;
 mod e2e_layers;
 mod e2e_low_profile;
