@@ -233,6 +233,11 @@ pub(crate) enum Command {
         kbps: u32,
         packet_bytes: usize,
     },
+    /// `peer` holds the floor (`on`) or no longer does.
+    Floor {
+        peer: PeerId,
+        on: bool,
+    },
     Shutdown,
 }
 
@@ -369,6 +374,14 @@ impl Media {
     pub fn set_slot(&self, peer: PeerId, mid: &str, source: Option<TrackId>) -> Result<(), MediaError> {
         let shard = self.shard_of(peer).ok_or(MediaError::UnknownPeer(peer))?;
         self.send(shard, ShardMsg::Command(Command::SetSlot { peer, mid: mid.to_string(), source }))
+    }
+
+    /// Marks `peer` as holding the floor of its meeting (`on`) or not: every subscriber's allocation then ranks its
+    /// audio and video as the floor holder's (after the chair's audio, after the chair's video, before the tiles).
+    pub fn set_floor(&self, peer: PeerId, on: bool) {
+        for shard in 0..self.shards.len() {
+            let _ = self.send(shard, ShardMsg::Command(Command::Floor { peer, on }));
+        }
     }
 
     /// Sends a link check's probe train to `peer` — `packet_bytes`-byte RTP packets at `kbps` on a free video slot —

@@ -7,7 +7,7 @@
 //! borrowed twice.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -218,6 +218,8 @@ pub(crate) struct Shard {
     touched: Vec<PeerId>,
     /// Simulcast layers seen per publishing track.
     layers: HashMap<TrackId, Vec<Rid>>,
+    /// Peers holding the floor of their meeting (their tracks get the floor's priorities).
+    floor: HashSet<PeerId>,
     /// Temporal layers and measured bitrates per publishing track (simulcast tracks).
     rates: HashMap<TrackId, TrackLayers>,
     /// Per-subscriber bandwidth estimation and layer allocation.
@@ -293,6 +295,7 @@ impl Shard {
             inbox: Vec::new(),
             touched: Vec::new(),
             layers: HashMap::new(),
+            floor: HashSet::new(),
             rates: HashMap::new(),
             adaptive,
             levels_due: crate::now() + crate::LEVELS_INTERVAL,
@@ -371,6 +374,7 @@ impl Shard {
             ShardMsg::Command(Command::Probe { peer, kbps, packet_bytes }) => {
                 self.set_probe(peer, kbps, packet_bytes, socket)
             }
+            ShardMsg::Command(Command::Floor { peer, on }) => self.set_floor(peer, on),
             ShardMsg::Command(Command::Shutdown) => return false,
         }
         self.flush_deferred(socket);
@@ -637,6 +641,20 @@ impl Shard {
             s.remove(&pid);
         }
         debug!(peer = pid.0, shard = self.idx, "peer removed");
+    }
+
+    fn set_floor(&mut self, holder: PeerId, on: bool) {
+        let changed = if on { self.floor.insert(holder) } else { self.floor.remove(&holder) };
+        if !changed {
+            return;
+        }
+        for kind in [Kind::Audio, Kind::Video] {
+            for (sub, _) in self.subs.get(&TrackId { peer: holder, kind }).into_iter().flatten() {
+                if self.peers.get(sub).is_some_and(|p| p.estimate_kbps.is_some()) {
+                    self.deferred.push(Deferred::Allocate(*sub));
+                }
+            }
+        }
     }
 
     fn set_slot(&mut self, pid: PeerId, mid: &str, source: Option<TrackId>) {
@@ -913,7 +931,7 @@ impl Shard {
                         None => (AUDIO_KBPS, 16),
                     };
                     let kbps = if red { kbps + kbps.saturating_sub(overhead) } else { kbps };
-                    (Priority::ChairAudio, Vec::new(), vec![kbps])
+                    (slot_priority(Kind::Audio, false, self.floor.contains(&src.peer)), Vec::new(), vec![kbps])
                 }
                 Kind::Video => {
                     // Without simulcast there is nothing to choose: the track is forwarded as it comes.
@@ -935,8 +953,7 @@ impl Shard {
                         rids.truncate(n);
                         kbps.truncate(n);
                     }
-                    // The first video slot is the main picture (the chair's, on a site page); others are tiles.
-                    let priority = if first_video { Priority::ChairVideo } else { Priority::Thumbnail };
+                    let priority = slot_priority(Kind::Video, first_video, self.floor.contains(&src.peer));
                     first_video = false;
                     (priority, rids, kbps)
                 }
@@ -1436,9 +1453,34 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
     }
 }
 
+/// The allocator's priority of a slot: audio is the chair's unless it comes from the floor holder; the first video
+/// slot is the main picture (the chair's, on a site page), the floor holder's picture wherever it is comes next, and
+/// the others are tiles.
+fn slot_priority(kind: Kind, first_video: bool, from_floor: bool) -> Priority {
+    match (kind, first_video, from_floor) {
+        (Kind::Audio, _, true) => Priority::FloorAudio,
+        (Kind::Audio, _, false) => Priority::ChairAudio,
+        (Kind::Video, true, _) => Priority::ChairVideo,
+        (Kind::Video, false, true) => Priority::FloorVideo,
+        (Kind::Video, false, false) => Priority::Thumbnail,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_floor_holder_ranks_after_the_chair_and_before_the_tiles() {
+        assert_eq!(slot_priority(Kind::Audio, false, false), Priority::ChairAudio);
+        assert_eq!(slot_priority(Kind::Audio, false, true), Priority::FloorAudio);
+        assert_eq!(slot_priority(Kind::Video, true, false), Priority::ChairVideo);
+        assert_eq!(slot_priority(Kind::Video, false, true), Priority::FloorVideo);
+        assert_eq!(slot_priority(Kind::Video, false, false), Priority::Thumbnail);
+        // The order the allocator raises them in.
+        assert!(Priority::ChairVideo < Priority::FloorVideo && Priority::FloorVideo < Priority::Thumbnail);
+        assert!(Priority::ChairAudio < Priority::FloorAudio && Priority::FloorAudio < Priority::ChairVideo);
+    }
 
     #[test]
     fn red_is_negotiated_only_when_the_offer_maps_its_payload_type() {

@@ -1,13 +1,14 @@
 //! One live meeting: who is connected, what they publish, and which source fills each of their slots.
 //!
-//! Slot policy (floor control comes later):
-//! * every site receives the chair's audio and video on its first audio and first video slot;
+//! Slot policy:
+//! * every site receives the chair's audio and video on its first audio and first video slot, and the floor holder's
+//!   on its second (the data plane ranks them as the floor's: after the chair's, before any tile);
 //! * the chair's video slots show the sites that publish video, in join order; a site keeps its tile while connected;
 //! * the chair's audio slots (N of them, `[meeting] audio_slots`, default 3) carry the unmuted sites that publish
 //!   audio — **Last-N**: the sites speaking now (RFC 6464 level of their packets, [`SPEAKING_LOUDNESS`] or louder
 //!   within [`HANGOVER`]) first, a speaking holder keeping its slot; then the other holders; then join order. An open
 //!   microphone in one commune of thousands takes one slot, never more, and a quiet holder gives its slot to a
-//!   speaker within one levels report (0.5 s).
+//!   speaker within one levels report (0.5 s). The floor holder comes first and always has a tile.
 //!
 //! [`Room::plan`] recomputes the assignment after every change and applies only the difference, so a site never
 //! jumps between tiles when another one joins or leaves.
@@ -86,6 +87,8 @@ pub(crate) struct Room {
     pub(crate) joined_before: HashSet<i64>,
     /// Each site's link quality over the meeting so far (saved to the store every half minute and on closing).
     pub(crate) quality: HashMap<i64, diemcau_store::QualitySums>,
+    /// The peer the data plane was last told holds the floor.
+    floor_marked: Option<PeerId>,
     next_seq: u64,
 }
 
@@ -96,6 +99,7 @@ impl Room {
             control: diemcau_meeting::Controller::new(invited),
             joined_before: HashSet::new(),
             quality: HashMap::new(),
+            floor_marked: None,
             title,
             chair_site_id,
             sites,
@@ -240,6 +244,16 @@ impl Room {
 
         // The floor holder, heard and seen by every site on its second audio and video slot (pages offer them).
         let floor = self.control.floor().and_then(|f| self.site_peer(f));
+        // The data plane ranks the holder's tracks as the floor's in every subscriber's allocation.
+        if floor != self.floor_marked {
+            if let Some(old) = self.floor_marked {
+                media.set_floor(old, false);
+            }
+            if let Some(new) = floor {
+                media.set_floor(new, true);
+            }
+            self.floor_marked = floor;
+        }
         let floor_sends = |kind: Kind| {
             floor.filter(|p| {
                 self.members
