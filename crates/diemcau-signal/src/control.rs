@@ -46,37 +46,52 @@ impl From<ControlError> for AppError {
 }
 
 /// Decides `input` in meeting `meeting_id`'s room at `now_ms`; if it changes anything, logs it, applies it and
-/// carries out its effects. `Ok(None)`: accepted, nothing changed.
+/// carries out its effects. `Ok(None)`: accepted, nothing changed. Blocking (it writes the store).
+///
+/// The meeting's control lock keeps decide → write → apply in order for the meeting; the rooms lock is held only
+/// to decide and to apply, not during the write (an fsync), so a slow disk holds this meeting's next control input,
+/// never another meeting's media events or joins. Lock order: control lock, then rooms.
 pub(crate) fn handle(
     state: &AppState,
     meeting_id: i64,
     now_ms: i64,
     input: Input,
 ) -> Result<Option<Logged>, ControlError> {
-    let Ok(mut rooms) = state.rooms.lock() else { return Err(ControlError::NotOpen(meeting_id)) };
-    let room = rooms.get_mut(&meeting_id).ok_or(ControlError::NotOpen(meeting_id))?;
-    let input = match input {
-        // The media check: what of the site's media arrived lately, as of now.
-        Input::Present { site_id, .. } => {
-            let (audio, video) = media_recent(room, site_id, now_ms);
-            Input::Present { site_id, audio, video }
-        }
-        other => other,
+    let serial = state.control_lock(meeting_id);
+    let _serial = serial.lock().map_err(|_| ControlError::NotOpen(meeting_id))?;
+    let logged = {
+        let Ok(mut rooms) = state.rooms.lock() else { return Err(ControlError::NotOpen(meeting_id)) };
+        let room = rooms.get_mut(&meeting_id).ok_or(ControlError::NotOpen(meeting_id))?;
+        let input = match input {
+            // The media check: what of the site's media arrived lately, as of now.
+            Input::Present { site_id, .. } => {
+                let (audio, video) = media_recent(room, site_id, now_ms);
+                Input::Present { site_id, audio, video }
+            }
+            other => other,
+        };
+        let Some(event) = room.control.decide(now_ms, input).map_err(ControlError::Refused)? else {
+            return Ok(None);
+        };
+        room.control.stamp(now_ms, event)
     };
-    let Some(event) = room.control.decide(now_ms, input).map_err(ControlError::Refused)? else { return Ok(None) };
-    commit(state, meeting_id, room, now_ms, event).map(Some)
+    commit(state, meeting_id, &logged)?;
+    Ok(Some(logged))
 }
 
-/// Logs `event`, applies it and carries out its effects.
-fn commit(
-    state: &AppState,
-    meeting_id: i64,
-    room: &mut Room,
-    now_ms: i64,
-    event: Event,
-) -> Result<Logged, ControlError> {
-    let logged = room.control.stamp(now_ms, event);
-    state.store.append_control(meeting_id, &logged).map_err(ControlError::Store)?;
+/// Writes `logged` to the meeting's log, then applies it to its room (if still open: a room that closed meanwhile
+/// replays it from the log when it opens again) and carries out its effects. Called with the meeting's control
+/// lock held and the rooms lock not.
+fn commit(state: &AppState, meeting_id: i64, logged: &Logged) -> Result<(), ControlError> {
+    state.store.append_control(meeting_id, logged).map_err(ControlError::Store)?;
+    let Ok(mut rooms) = state.rooms.lock() else { return Ok(()) };
+    let Some(room) = rooms.get_mut(&meeting_id) else { return Ok(()) };
+    apply(state, room, logged);
+    Ok(())
+}
+
+/// Applies a written event to the room and carries out its effects.
+fn apply(state: &AppState, room: &mut Room, logged: &Logged) {
     let touches_mutes = matches!(
         logged.event,
         Event::MutedAll | Event::Muted { .. } | Event::Unmuted { .. } | Event::FloorGiven { .. } | Event::FloorTaken
@@ -90,9 +105,8 @@ fn commit(
     } else {
         Vec::new()
     };
-    room.control.apply(&logged);
-    effects(room, &state.media, &logged, &before);
-    Ok(logged)
+    room.control.apply(logged);
+    effects(room, &state.media, logged, &before);
 }
 
 fn effects(room: &mut Room, media: &Media, l: &Logged, mutes_before: &[(diemcau_media::PeerId, bool)]) {
@@ -162,17 +176,39 @@ pub(crate) fn refresh_media_seen(state: &AppState, now_ms: i64) {
     }
 }
 
-/// Fires every deadline that has passed (roll-call calls and rounds), in every room.
-pub(crate) fn tick(state: &AppState, now_ms: i64) {
-    let Ok(mut rooms) = state.rooms.lock() else { return };
-    for (id, room) in rooms.iter_mut() {
-        // A one-by-one roll call whose bridge was down past several deadlines expires them one at a time.
-        for _ in 0..10_000 {
-            let Some(ev) = room.control.on_timeout(now_ms) else { break };
-            if let Err(e) = commit(state, *id, room, now_ms, ev) {
-                tracing::warn!(meeting = id, "deadline not applied: {e:?}");
-                break;
-            }
+/// Fires every deadline that has passed (roll-call calls and rounds), in every room: the rooms with one due are
+/// found under the rooms lock, their events written and applied off the async workers.
+pub(crate) fn tick(state: &Arc<AppState>, now_ms: i64) {
+    let due: Vec<i64> = {
+        let Ok(rooms) = state.rooms.lock() else { return };
+        rooms.iter().filter(|(_, r)| r.control.poll_timeout().is_some_and(|t| t <= now_ms)).map(|(id, _)| *id).collect()
+    };
+    if due.is_empty() {
+        return;
+    }
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        for id in due {
+            fire_deadlines(&st, id, now_ms);
+        }
+    });
+}
+
+/// The deadlines of meeting `id` passed at `now_ms`, one event each.
+fn fire_deadlines(state: &AppState, id: i64, now_ms: i64) {
+    let serial = state.control_lock(id);
+    let Ok(_serial) = serial.lock() else { return };
+    // A one-by-one roll call whose bridge was down past several deadlines expires them one at a time.
+    for _ in 0..10_000 {
+        let logged = {
+            let Ok(mut rooms) = state.rooms.lock() else { return };
+            let Some(room) = rooms.get_mut(&id) else { return };
+            let Some(ev) = room.control.on_timeout(now_ms) else { return };
+            room.control.stamp(now_ms, ev)
+        };
+        if let Err(e) = commit(state, id, &logged) {
+            tracing::warn!(meeting = id, "deadline not applied: {e:?}");
+            return;
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct AppState {
     pub(crate) rooms: Mutex<HashMap<i64, room::Room>>,
     /// Open standby pages and rings; lock it after `rooms` when both are needed, never before.
     pub(crate) standby: Mutex<convene::Standby>,
+    /// Per meeting, the lock that keeps its control inputs in order (decide, write, apply); taken before `rooms`.
+    control_locks: Mutex<HashMap<i64, Arc<Mutex<()>>>>,
     pub(crate) next_peer: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -98,6 +100,7 @@ impl AppState {
             cfg,
             rooms: Mutex::default(),
             standby: Mutex::default(),
+            control_locks: Mutex::default(),
             next_peer: AtomicU64::new(1),
             shutdown,
         }))
@@ -128,6 +131,15 @@ impl AppState {
     pub fn attendance(&self, meeting_id: i64) -> Result<serde_json::Value, AppError> {
         let a = attendance::build(self, meeting_id)?;
         serde_json::to_value(a).map_err(|e| AppError::Internal(format!("attendance: {e}")))
+    }
+
+    /// The lock that orders meeting `meeting_id`'s control inputs.
+    pub(crate) fn control_lock(&self, meeting_id: i64) -> Arc<Mutex<()>> {
+        match self.control_locks.lock() {
+            Ok(mut m) => m.entry(meeting_id).or_default().clone(),
+            // Poisoned only if a thread panicked holding it: a fresh lock still orders what follows.
+            Err(_) => Arc::default(),
+        }
     }
 
     /// The store.
