@@ -276,6 +276,12 @@ async fn run(state: Arc<AppState>, claims: Claims, meeting: Meeting, peer: PeerI
     };
     let Some(welcome) = welcome else {
         info!("refused: the meeting is locked");
+        // The refused join may have been the one that opened the room: an empty room is not kept.
+        if let Ok(mut rooms) = state.rooms.lock()
+            && rooms.get(&meeting_id).is_some_and(|r| r.members.is_empty())
+        {
+            rooms.remove(&meeting_id);
+        }
         close_with(&mut sink, close::LOCKED, "the chair locked the meeting: no new site may join").await;
         return;
     };

@@ -205,6 +205,24 @@ async fn a_roll_call_over_websockets_and_a_restart_in_the_middle_of_the_next() -
     })
     .await?;
     assert_eq!((site, result.round, result.outcome), (sites[1], 2, Outcome::PresentNoMedia));
+
+    // Everyone leaves; a refused join (locked) does not leave an empty room open behind it.
+    drop((cw, s1));
+    for _ in 0..50 {
+        if b.state.member_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.state.member_count(), 0);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    send(&mut ws, &ClientMsg::Hello { v: PROTOCOL_VERSION }).await?;
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?;
+    assert!(
+        matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == diemcau_proto::close::LOCKED)
+    );
+    let (status, v) = b.control(id, Some(&chair_tok), &json!({"action": "mute_all"})).await?;
+    assert!(status == 409 && v["error"].as_str().unwrap_or("").contains("not open"), "{status} {v}");
     b.stop().await;
     Ok(())
 }
