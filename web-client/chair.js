@@ -46,6 +46,8 @@ function renderControl() {
     $('#rc-counts').textContent = t('rc.counts', { p: present, n: c.called, av: c.present_av, w: c.waiting, na: c.no_answer, of: c.offline });
   }
   $('#rc-calling').textContent = rc?.calling != null ? t('rc.calling', { name: nameOf(rc.calling) }) : '';
+  $('#rc-order').hidden = !oneByOne();
+  $('#rc-order').textContent = order.length ? t('rc.order', { n: order.length }) : t('rc.orderNone');
   $('#fl-holder').textContent = ctl.floor != null ? t('floor.holder', { name: nameOf(ctl.floor) }) : t('floor.none');
   $('#fl-take').hidden = ctl.floor == null;
   const now = Date.now();
@@ -67,9 +69,15 @@ function onControl(m) {
   }
   later();
 }
-$('#rc-start').onclick = () => {
+// One by one: the chair may tick sites on the roster in the order to call them (none ticked: directory order).
+const order = [];
+D.rcOrder = order;
+const oneByOne = () => $('#rc-mode').value === 'one_by_one' && !ctl.roll_call;
+$('#rc-mode').addEventListener('change', later);
+$('#rc-start').onclick = async () => {
   const secs = Number($('#rc-secs').value) || undefined;
-  act({ action: 'start_roll_call', mode: $('#rc-mode').value, ...(secs ? { seconds: secs } : {}) });
+  const chosen = $('#rc-mode').value === 'one_by_one' && order.length ? { order: [...order] } : {};
+  if (await act({ action: 'start_roll_call', mode: $('#rc-mode').value, ...(secs ? { seconds: secs } : {}), ...chosen })) order.length = 0;
 };
 $('#rc-cancel').onclick = () => act({ action: 'cancel_roll_call' });
 $('#rc-recall').onclick = () => act({ action: 'recall' });
@@ -229,6 +237,13 @@ function resultBadge(id) {
   return r ? `<span class="rc rc-${r.outcome}" data-outcome="${r.outcome}">${t('out.' + r.outcome)}</span>` : '';
 }
 
+/** One by one, before the start: a box to tick the site into the calling order, with its place. */
+function orderBox(id) {
+  if (!oneByOne()) return '';
+  const i = order.indexOf(id);
+  return `<label class="ord" title="${t('rc.orderTip')}"><input type="checkbox" class="ord-x"${i >= 0 ? ' checked' : ''}>${i >= 0 ? i + 1 : ''}</label>`;
+}
+
 /** The roster as a tree by parent_id (or a flat list of matches while filtering), plus the counts. */
 function renderRoster() {
   const sites = D.roster, chair = D.welcome?.chair_site_id;
@@ -251,7 +266,7 @@ function renderRoster() {
     return `<li class="ps-${s.state}${s.muted ? ' muted' : ''}" data-id="${s.site_id}"><div class="row">`
       + `<span class="dot"></span><span class="nm">${esc(s.name)}<small>${t('kind.' + s.kind)} · ${t('ps.' + s.state)}`
       + `${s.muted ? ' · ' + t('micOff') : ''}</small></span>`
-      + (s.site_id === chair ? '' : ringBadge(s) + resultBadge(s.site_id) + `<button class="mt">${t(s.muted ? 'tile.unmute' : 'tile.mute')}</button>`
+      + (s.site_id === chair ? '' : orderBox(s.site_id) + ringBadge(s) + resultBadge(s.site_id) + `<button class="mt">${t(s.muted ? 'tile.unmute' : 'tile.mute')}</button>`
         + (ctl.floor === s.site_id ? '' : `<button class="fl">${t('floor.give')}</button>`))
       + `</div>${c ? `<ul>${c.map(li).join('')}</ul>` : ''}</li>`;
   };
@@ -260,6 +275,13 @@ function renderRoster() {
   list.innerHTML = html;
 }
 
+list.addEventListener('change', (e) => {
+  if (!e.target.classList.contains('ord-x')) return;
+  const id = Number(e.target.closest('li').dataset.id), i = order.indexOf(id);
+  if (e.target.checked && i < 0) order.push(id);
+  if (!e.target.checked && i >= 0) order.splice(i, 1);
+  later();
+});
 list.addEventListener('click', (e) => {
   if (e.target.classList.contains('mt')) toggleMute(Number(e.target.closest('li').dataset.id));
   if (e.target.classList.contains('fl')) act({ action: 'give_floor', site_id: Number(e.target.closest('li').dataset.id) });

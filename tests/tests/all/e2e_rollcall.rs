@@ -151,6 +151,23 @@ async fn the_chair_calls_the_roll_gives_the_floor_and_files_the_report() -> anyh
         let after_a = per_site(&browser, true).await?.get(&sites[1]).copied().unwrap_or(0);
         anyhow::ensure!(after_v > before_v + 5, "site 0 decodes site 1's picture: {before_v} → {after_v} frames");
         anyhow::ensure!(after_a > before_a, "site 0 receives site 1's sound: {before_a} → {after_a} bytes");
+
+        // One by one in a chosen order: the chair ticks site 2, then site 0, on its roster.
+        browser.switch_to_window(chair.clone()).await?;
+        eval_async(&browser, "(() => { const m = document.querySelector('#rc-mode'); m.value = 'one_by_one'; m.dispatchEvent(new Event('change')); })()").await?;
+        for s in [sites[2], sites[0]] {
+            let bx = format!("#roster li[data-id=\"{s}\"] > .row .ord-x");
+            wait_js(&browser, &format!("!!document.querySelector('{bx}')"), 5, "the order boxes").await?;
+            browser.find(By::Css(bx)).await?.click().await?;
+            tokio::time::sleep(Duration::from_millis(300)).await; // the roster redraws
+        }
+        browser.find(By::Id("rc-start")).await?.click().await?;
+        let want = format!("[{},{}]", sites[2], sites[0]);
+        let got = wait_js(&browser, "window.diemcau.ctl.roll_call && JSON.stringify(window.diemcau.ctl.roll_call.sites)", 10, "the one-by-one roll call").await?;
+        anyhow::ensure!(got == want.as_str(), "called {got}, ticked {want}");
+        let calling = eval_async(&browser, "window.diemcau.ctl.roll_call.calling").await?;
+        anyhow::ensure!(calling == sites[2], "the first ticked is called first: {calling}");
+        browser.find(By::Id("rc-cancel")).await?.click().await?;
         Ok(())
     }
     .await;
