@@ -287,7 +287,7 @@ mod tests {
     /// An RTP packet: PT 96, `seq`, a timestamp per frame of 3, the marker on the frame's last, a one-byte-header
     /// extension on some, and a payload whose length varies.
     fn pkt(seq: u16) -> Vec<u8> {
-        let ext = seq % 3 == 0;
+        let ext = seq.is_multiple_of(3);
         let mut p = vec![0x80 | if ext { 0x10 } else { 0 }, 96 | if seq % 3 == 2 { 0x80 } else { 0 }];
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&(u32::from(seq / 3) * 3000).to_be_bytes());
