@@ -25,16 +25,15 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use diemcau_meeting::convene::{DirSite, resolve};
 use diemcau_proto::control::{ConveneRequest, Ring, RingStatus};
-use diemcau_proto::{ClientMsg, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Role, ServerMsg, close};
+use diemcau_proto::{ClientMsg, PROTOCOL_VERSION, Role, ServerMsg, close};
 use diemcau_store::token::{self, Claims, STANDBY_MEETING};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::{TokenQuery, bearer, require_admin};
 use crate::room::Outgoing;
-use crate::ws::{close_with, expect_hello, limited};
+use crate::ws::{Budget, Frame, close_with, expect_hello, frame, limited};
 use crate::{AppError, AppState, unix_now, unix_now_ms};
 
 /// How long a prompt rings when the request does not say, s.
@@ -343,34 +342,16 @@ async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
         page
     };
     info!(site, "standby page open");
-    let rate = f64::from(state.cfg.max_messages_per_sec.max(1));
-    let mut bucket = rate * 2.0;
-    let mut last = Instant::now();
+    let mut budget = Budget::new(state.cfg.max_messages_per_sec);
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
             incoming = stream.next() => {
-                let text = match incoming {
-                    Some(Ok(Message::Text(t))) if t.len() <= MAX_MESSAGE_BYTES => t,
-                    Some(Ok(Message::Text(_))) => {
-                        close_with(&mut sink, close::TOO_BIG, "message too large").await;
-                        break;
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        close_with(&mut sink, close::BAD_MESSAGE, "binary messages are not accepted").await;
-                        break;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                let text = match frame(&mut sink, incoming, &mut budget).await {
+                    Frame::Text(t) => t,
+                    Frame::Skip => continue,
+                    Frame::End => break,
                 };
-                let now = Instant::now();
-                bucket = (bucket + now.duration_since(last).as_secs_f64() * rate).min(rate * 2.0);
-                last = now;
-                if bucket < 1.0 {
-                    close_with(&mut sink, close::RATE_LIMITED, "too many messages").await;
-                    break;
-                }
-                bucket -= 1.0;
                 let reply = match ClientMsg::parse(&text) {
                     Ok(ClientMsg::Ping {}) => Some(ServerMsg::Pong),
                     Ok(ClientMsg::Decline { meeting_id }) => decline(&state, site, meeting_id)

@@ -155,6 +155,75 @@ async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
     run(state, claims, meeting, peer, sink, stream).instrument(span).await;
 }
 
+/// A connection's message budget: `per_sec` messages a second sustained, bursts of twice that (a token bucket).
+pub(crate) struct Budget {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Budget {
+    pub(crate) fn new(per_sec: u32) -> Budget {
+        let rate = f64::from(per_sec.max(1));
+        Budget { rate, tokens: rate * 2.0, last: Instant::now() }
+    }
+
+    /// Takes one message from the budget; `false` when it is spent.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate * 2.0);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// What a frame read from a page's socket comes to.
+pub(crate) enum Frame {
+    /// A text message within the size limit and the budget.
+    Text(Utf8Bytes),
+    /// Nothing to handle (a ping or pong).
+    Skip,
+    /// The session ends: the page left, or it broke a limit and was closed with the code that says which.
+    End,
+}
+
+/// Checks one frame from the page against the limits every socket of the bridge has: text only, at most
+/// [`MAX_MESSAGE_BYTES`], within `budget`. A frame that breaks one closes the socket with its code and reason.
+pub(crate) async fn frame(
+    sink: &mut Sink,
+    incoming: Option<Result<Message, axum::Error>>,
+    budget: &mut Budget,
+) -> Frame {
+    let text = match incoming {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(Message::Binary(_))) => {
+            close_with(sink, close::BAD_MESSAGE, "binary messages are not accepted").await;
+            return Frame::End;
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Frame::Skip,
+        Some(Ok(Message::Close(_))) | None => return Frame::End,
+        Some(Err(e)) => {
+            debug!("websocket error: {e}");
+            close_with(sink, close::TOO_BIG, "message too large or broken frame").await;
+            return Frame::End;
+        }
+    };
+    if text.len() > MAX_MESSAGE_BYTES {
+        let reason = format!("message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", text.len());
+        close_with(sink, close::TOO_BIG, &reason).await;
+        return Frame::End;
+    }
+    if !budget.take() {
+        close_with(sink, close::RATE_LIMITED, "too many messages").await;
+        return Frame::End;
+    }
+    Frame::Text(text)
+}
+
 pub(crate) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 pub(crate) type Stream = futures_util::stream::SplitStream<WebSocket>;
 
@@ -294,41 +363,17 @@ async fn run(state: Arc<AppState>, claims: Claims, meeting: Meeting, peer: PeerI
         warn!("cannot record join: {e}");
     }
 
-    let rate = f64::from(state.cfg.max_messages_per_sec.max(1));
-    let mut bucket = rate * 2.0;
-    let mut last = Instant::now();
+    let mut budget = Budget::new(state.cfg.max_messages_per_sec);
     let mut shutdown = state.shutdown.clone();
 
     loop {
         tokio::select! {
             incoming = stream.next() => {
-                let text = match incoming {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Binary(_))) => {
-                        close_with(&mut sink, close::BAD_MESSAGE, "binary messages are not accepted").await;
-                        break;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(e)) => {
-                        debug!("websocket error: {e}");
-                        close_with(&mut sink, close::TOO_BIG, "message too large or broken frame").await;
-                        break;
-                    }
+                let text = match frame(&mut sink, incoming, &mut budget).await {
+                    Frame::Text(t) => t,
+                    Frame::Skip => continue,
+                    Frame::End => break,
                 };
-                if text.len() > MAX_MESSAGE_BYTES {
-                    let reason = format!("message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", text.len());
-                    close_with(&mut sink, close::TOO_BIG, &reason).await;
-                    break;
-                }
-                let now = Instant::now();
-                bucket = (bucket + now.duration_since(last).as_secs_f64() * rate).min(rate * 2.0);
-                last = now;
-                if bucket < 1.0 {
-                    close_with(&mut sink, close::RATE_LIMITED, "too many messages").await;
-                    break;
-                }
-                bucket -= 1.0;
                 let msg = match ClientMsg::parse(&text) {
                     Ok(m) => m,
                     Err(e) => {

@@ -13,7 +13,7 @@ use diemcau_proto::control::{Ring, RingStatus};
 use diemcau_proto::{ClientMsg, PROTOCOL_VERSION, Role, ServerMsg, SiteKind};
 use diemcau_store::token::{self, STANDBY_MEETING};
 use diemcau_store::{NewSite, Store};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -196,6 +196,22 @@ async fn standby_tokens_are_for_standby_pages_only() -> TestResult {
     assert_eq!((claims.meeting_id, claims.site_id), (STANDBY_MEETING, demo.first_commune_id));
     assert!(claims.exp > 80 * 24 * 3600, "a standby link lives for weeks");
     let _page = standby(&b, tok).await?;
+    // The standby socket has the limits of every socket: a binary frame, an oversized message, a bad message.
+    for (frame, want) in [
+        (Message::Binary(vec![1, 2, 3].into()), 4002u16),
+        (Message::Text("x".repeat(diemcau_proto::MAX_MESSAGE_BYTES + 1).into()), 4003),
+        (Message::Text(r#"{"type":"present"}"#.into()), 0),
+        (Message::Text("not json".into()), 4002),
+    ] {
+        let mut ws = standby(&b, tok).await?;
+        ws.send(frame).await?;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await? {
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), want, "{}", f.reason),
+            // A well-formed message a standby page does not send: an error, the page stays.
+            Some(Ok(Message::Text(t))) => assert!(want == 0 && t.contains("\"error\""), "{t}"),
+            other => return Err(format!("expected a close or an error, got {other:?}").into()),
+        }
+    }
     // Not a meeting token, and the other way round.
     let (code, reason) = refused(&format!("ws://{}/ws?token={tok}", b.addr)).await?;
     assert!(code == 4001 && reason.contains("standby"), "{code} {reason}");
