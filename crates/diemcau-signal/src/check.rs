@@ -23,11 +23,11 @@ use diemcau_media::PeerId;
 use diemcau_proto::{ClientMsg, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::TokenQuery;
 use crate::linkcheck::{Action, LinkCheck};
-use crate::ws::{Sink, Stream, check_claims, close_with, expect_hello, limited};
+use crate::ws::{Sink, Stream, admit, check_claims, close_with, limited};
 use crate::{AppState, unix_now_ms};
 
 /// How long the client has to send its offer after the welcome.
@@ -47,17 +47,8 @@ pub(crate) async fn handler(
 
 async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
     let (mut sink, mut stream) = socket.split();
-    let claims = match check_claims(&state, tok.as_deref()) {
-        Ok((claims, _)) => claims,
-        Err(reason) => {
-            debug!("refused link check: {reason}");
-            close_with(&mut sink, close::BAD_TOKEN, &reason).await;
-            return;
-        }
-    };
-    if !expect_hello(&mut sink, &mut stream).await {
-        return;
-    }
+    let checked = check_claims(&state, tok.as_deref()).map(|(claims, _)| claims);
+    let Some(claims) = admit(&mut sink, &mut stream, checked, "link check").await else { return };
     let peer = PeerId(state.next_peer.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let span = info_span!("link_check", peer = peer.0, site = claims.site_id);
     async {

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{TokenQuery, bearer, require_admin};
 use crate::room::Outgoing;
-use crate::ws::{Budget, Frame, close_with, expect_hello, frame, limited};
+use crate::ws::{Budget, Frame, admit, close_with, frame, limited};
 use crate::{AppError, AppState, unix_now, unix_now_ms};
 
 /// How long a prompt rings when the request does not say, s.
@@ -306,17 +306,8 @@ fn standby_claims(state: &AppState, tok: Option<&str>) -> Result<(Claims, String
 
 async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
     let (mut sink, mut stream) = socket.split();
-    let (claims, site_name) = match standby_claims(&state, tok.as_deref()) {
-        Ok(v) => v,
-        Err(reason) => {
-            debug!("refused standby page: {reason}");
-            close_with(&mut sink, close::BAD_TOKEN, &reason).await;
-            return;
-        }
-    };
-    if !expect_hello(&mut sink, &mut stream).await {
-        return;
-    }
+    let checked = standby_claims(&state, tok.as_deref());
+    let Some((claims, site_name)) = admit(&mut sink, &mut stream, checked, "standby page").await else { return };
     let site = claims.site_id;
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let _ = tx.send(Outgoing::Msg(ServerMsg::Standby { v: PROTOCOL_VERSION, site_id: site, site_name }));

@@ -136,19 +136,29 @@ fn weakest_link(state: &AppState, hints: HashMap<i64, Option<String>>) -> Option
         .min()
 }
 
-async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
-    let (mut sink, mut stream) = socket.split();
-    let (claims, meeting) = match check_claims(&state, tok.as_deref()) {
+/// The opening of every page socket: the token's check (`checked`; a refusal closes with [`close::BAD_TOKEN`] and
+/// its reason), then the hello. `None`: the socket was closed.
+pub(crate) async fn admit<T>(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    checked: Result<T, String>,
+    what: &str,
+) -> Option<T> {
+    let v = match checked {
         Ok(v) => v,
         Err(reason) => {
-            debug!("refused connection: {reason}");
-            close_with(&mut sink, close::BAD_TOKEN, &reason).await;
-            return;
+            debug!("refused {what}: {reason}");
+            close_with(sink, close::BAD_TOKEN, &reason).await;
+            return None;
         }
     };
-    if !expect_hello(&mut sink, &mut stream).await {
-        return;
-    }
+    expect_hello(sink, stream).await.then_some(v)
+}
+
+async fn session(state: Arc<AppState>, socket: WebSocket, tok: Option<String>) {
+    let (mut sink, mut stream) = socket.split();
+    let checked = check_claims(&state, tok.as_deref());
+    let Some((claims, meeting)) = admit(&mut sink, &mut stream, checked, "connection").await else { return };
 
     let peer = PeerId(state.next_peer.fetch_add(1, Ordering::Relaxed));
     let span = info_span!("peer", peer = peer.0, site = claims.site_id, role = claims.role.as_str());
