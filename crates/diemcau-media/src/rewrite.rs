@@ -45,6 +45,9 @@ struct Mapping {
     in_seq_max: u64,
     /// Incoming sequence numbers skipped.
     skipped: Skips,
+    /// Incoming sequence numbers after which one outgoing number was inserted (an FEC packet's): the mirror image
+    /// of a skip, every later packet's number moves up by one.
+    inserted: Skips,
     /// The last packet skipped: `(seq, extended PictureID)` (a loss inside skipped frames is skipped with them).
     last_skip: Option<(u64, Option<u64>)>,
     pid: Option<PidMap>,
@@ -82,6 +85,16 @@ impl Skips {
                 self.recent.pop_front();
                 self.older += 1;
             }
+        }
+    }
+
+    /// Like `insert`, but a number may be there several times (two numbers inserted after the same packet).
+    fn add(&mut self, n: u64) {
+        let i = self.recent.partition_point(|&x| x <= n);
+        self.recent.insert(i, n);
+        if self.recent.len() > Self::KEEP {
+            self.recent.pop_front();
+            self.older += 1;
         }
     }
 
@@ -254,7 +267,7 @@ impl SlotRewriter {
             }
         }
         m.in_seq_max = m.in_seq_max.max(p.seq);
-        let seq = m.out_seq_base + (p.seq - m.in_seq_base) - m.skipped.below(p.seq);
+        let seq = m.out_seq_base + (p.seq - m.in_seq_base) + m.inserted.below(p.seq) - m.skipped.below(p.seq);
         let ts = p.ts.wrapping_add(m.ts_delta);
         let out_pid = match (m.pid.as_mut(), pid) {
             (Some(map), Some(ext)) => {
@@ -281,6 +294,18 @@ impl SlotRewriter {
             }
         }
         Mapped::Write { seq, ts, vp8 }
+    }
+
+    /// An outgoing sequence number right after the newest packet written, for a packet the bridge adds to the
+    /// stream (an FEC packet): the packets that follow move up by one, a late packet from before keeps its number.
+    /// `None` before the first packet of the current source.
+    pub fn insert(&mut self) -> Option<u64> {
+        let m = self.mapping.as_mut()?;
+        // After the newest incoming packet: it maps to `last_out_seq` (or a skip sits in between, which changes
+        // nothing: skipped numbers were closed up before it).
+        m.inserted.add(m.in_seq_max);
+        self.last_out_seq += 1;
+        Some(self.last_out_seq)
     }
 
     fn start(&mut self, p: InPacket) {
@@ -318,6 +343,7 @@ impl SlotRewriter {
             ts_delta: out_ts.wrapping_sub(p.ts),
             in_seq_max: p.seq,
             skipped: Skips::default(),
+            inserted: Skips::default(),
             last_skip: None,
             pid,
             tl0_delta: delta(last_tl0, v.tl0_pic_idx),
@@ -347,6 +373,33 @@ fn extend(near: u64, id: u16, long: bool) -> u64 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn inserted_numbers_move_later_packets_up_and_leave_late_ones_alone() {
+        let t0 = Instant::now();
+        let mut r = SlotRewriter::new(90_000, true);
+        r.select(Some(1));
+        let seq = |m: Mapped| match m {
+            Mapped::Write { seq, .. } => seq,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r.insert(), None, "nothing written yet");
+        let a = seq(r.map(pkt(1, 100, 0, true, t0)));
+        let b = seq(r.map(pkt(1, 101, 0, false, t0)));
+        // 102 is late; 103 came first.
+        let d = seq(r.map(pkt(1, 103, 3000, false, t0)));
+        assert_eq!((a, b, d), (1, 2, 4));
+        assert_eq!(r.insert(), Some(5), "the FEC packet follows the newest written");
+        assert_eq!(seq(r.map(pkt(1, 102, 0, false, t0))), 3, "a late packet keeps its number");
+        assert_eq!(seq(r.map(pkt(1, 104, 3000, false, t0))), 6);
+        assert_eq!(r.insert(), Some(7));
+        assert_eq!(r.insert(), Some(8), "two in a row");
+        assert_eq!(seq(r.map(pkt(1, 105, 6000, false, t0))), 9);
+        // A new source continues after the last number, inserted ones included.
+        r.select(Some(2));
+        assert_eq!(seq(r.map(pkt(2, 7, 50, true, t0 + Duration::from_millis(33)))), 10);
+        assert_eq!(seq(r.map(pkt(2, 8, 50, false, t0 + Duration::from_millis(33)))), 11);
+    }
 
     fn pkt(source: u64, seq: u64, ts: u32, keyframe: bool, at: Instant) -> InPacket {
         InPacket { source, seq, ts, keyframe, at, vp8: None, skip: false }

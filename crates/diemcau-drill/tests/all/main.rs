@@ -4,3 +4,4 @@
 mod janus_videoroom;
 mod site_virtual_time;
 mod swarm_bridge;
+mod ulpfec_str0m;
