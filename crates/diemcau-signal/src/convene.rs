@@ -230,10 +230,11 @@ fn ring(state: &AppState, meeting_id: i64, title: &str, chair_name: &str, sites:
         sb.rings.retain(|_, r| r.until_ms + 3_600_000 > now);
         rings
     };
-    for r in rings.iter().filter(|r| r.status == RingStatus::Ringing) {
-        if let Err(e) = state.store.record_session(meeting_id, r.site_id, "rung", now) {
-            warn!(meeting = meeting_id, "cannot record a ring: {e}");
-        }
+    let rung: Vec<i64> = rings.iter().filter(|r| r.status == RingStatus::Ringing).map(|r| r.site_id).collect();
+    if !rung.is_empty()
+        && let Err(e) = state.store.record_sessions(meeting_id, &rung, "rung", now)
+    {
+        warn!(meeting = meeting_id, "cannot record the rings: {e}");
     }
     tell_chair(state, meeting_id, rings.clone());
     rings

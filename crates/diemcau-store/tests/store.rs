@@ -305,6 +305,13 @@ fn session_log_is_append_only_and_checked() -> R {
     assert!(matches!(store.record_session(id, a, " ", 0), Err(StoreError::Invalid(_))));
     assert!(matches!(store.session_events(id + 1), Err(StoreError::NotFound(_))));
     assert_eq!(store.session_events(id)?.len(), 3);
+    // Many sites at once (a ring): one row each, a site missing from the directory skipped.
+    assert_eq!(store.record_sessions(id, &[a, 999, chair], "rung", 6_000)?, 2);
+    let rung: Vec<i64> =
+        store.session_events(id)?.into_iter().filter(|e| e.event == "rung").map(|e| e.site_id).collect();
+    assert_eq!(rung, vec![a, chair]);
+    assert!(matches!(store.record_sessions(id, &[a], "", 0), Err(StoreError::Invalid(_))));
+    assert!(matches!(store.record_sessions(id + 1, &[a], "rung", 0), Err(StoreError::NotFound(_))));
     Ok(())
 }
 
