@@ -18,6 +18,15 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The claims of the join token given as `?token=` (`query`) or `Authorization: Bearer`; 401 when it is missing or
+/// refused.
+pub(crate) fn token_claims(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Claims, AppError> {
+    let Some(tok) = query.or_else(|| bearer(headers)) else {
+        return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
+    };
+    token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))
+}
+
 /// Parses a JSON body only after the caller is authorized, with errors in the API's `{"error": …}` shape.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
@@ -155,11 +164,7 @@ pub(crate) async fn stats(
     let via_token = q.token.as_deref().or_else(|| bearer(&headers));
     let admin = require_admin(&state, &headers).is_ok();
     if !admin {
-        let Some(tok) = via_token else {
-            return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
-        };
-        let claims =
-            token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+        let claims = token_claims(&state, &headers, q.token.as_deref())?;
         if claims.meeting_id != id {
             return Err(AppError::Forbidden("the token is for another meeting".into()));
         }
@@ -449,11 +454,7 @@ pub(crate) async fn link_checks(
     let checks = if require_admin(&state, &headers).is_ok() {
         state.store.latest_link_checks(None)?
     } else {
-        let Some(tok) = q.token.as_deref().or_else(|| bearer(&headers)) else {
-            return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
-        };
-        let claims =
-            token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+        let claims = token_claims(&state, &headers, q.token.as_deref())?;
         if claims.role == Role::Site {
             state.store.latest_link_checks(Some(claims.site_id))?
         } else {

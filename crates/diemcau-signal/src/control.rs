@@ -10,11 +10,10 @@ use axum::http::HeaderMap;
 use diemcau_media::Media;
 use diemcau_meeting::{Action, Controller, Event, Input, Logged, Refusal, RollCallMode};
 use diemcau_proto::{Role, ServerMsg};
-use diemcau_store::token;
 
-use crate::api::{TokenQuery, bearer, require_admin};
+use crate::api::{TokenQuery, require_admin, token_claims};
 use crate::room::{Outgoing, Room};
-use crate::{AppError, AppState, unix_now, unix_now_ms};
+use crate::{AppError, AppState, unix_now_ms};
 
 /// A site's audio or video counts as arriving if packets of it came within this long before its "Có mặt".
 pub(crate) const MEDIA_RECENT_MS: i64 = 5_000;
@@ -236,10 +235,7 @@ pub(crate) fn authorize(
     if require_admin(state, headers).is_ok() {
         return Ok(());
     }
-    let Some(tok) = tok.or_else(|| bearer(headers)) else {
-        return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
-    };
-    let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+    let claims = token_claims(state, headers, tok)?;
     if claims.meeting_id != id {
         return Err(AppError::Forbidden("the token is for another meeting".into()));
     }

@@ -31,7 +31,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::{TokenQuery, bearer, require_admin};
+use crate::api::{TokenQuery, require_admin, token_claims};
 use crate::room::Outgoing;
 use crate::ws::{Budget, Frame, admit, close_with, frame, limited};
 use crate::{AppError, AppState, unix_now, unix_now_ms};
@@ -63,10 +63,7 @@ fn caller_chair_site(state: &AppState, headers: &HeaderMap, tok: Option<&str>) -
     if require_admin(state, headers).is_ok() {
         return Ok(None);
     }
-    let Some(tok) = tok.or_else(|| bearer(headers)) else {
-        return Err(AppError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()));
-    };
-    let claims = token::verify(&state.secret, tok, unix_now()).map_err(|e| AppError::Unauthorized(e.to_string()))?;
+    let claims = token_claims(state, headers, tok)?;
     match claims.role {
         Role::Chair => Ok(Some(claims.site_id)),
         Role::Technician => Err(AppError::Forbidden("technicians cannot convene a meeting; the chair does".into())),
