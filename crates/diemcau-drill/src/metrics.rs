@@ -101,6 +101,11 @@ impl SeqTracker {
         }
     }
 
+    /// Whether `seq` came already (or was given up on as lost).
+    fn has(&self, seq: u64) -> bool {
+        self.first.is_some_and(|f| seq >= f) && seq <= self.highest && !self.missing.contains_key(&seq)
+    }
+
     fn sweep(&mut self, now: Instant) {
         while let Some((&seq, &seen)) = self.missing.first_key_value() {
             if now.saturating_duration_since(seen) <= LOSS_AFTER {
@@ -493,12 +498,23 @@ pub struct Metrics {
     keyframe_requests: u64,
     /// Bytes received in the last few 1 s windows, for `kbps_in`.
     rate: VecDeque<(Instant, u64)>,
+    /// ULPFEC packets received, and media packets they rebuilt that had not come (nor come since).
+    fec_packets: u64,
+    fec_recovered: u64,
 }
 
 impl Metrics {
     /// Metrics of a site whose join started at `join_start` (before signalling).
     pub fn new(join_start: Instant) -> Self {
-        Self { join_start, connected_at: None, streams: Vec::new(), keyframe_requests: 0, rate: VecDeque::new() }
+        Self {
+            join_start,
+            connected_at: None,
+            streams: Vec::new(),
+            keyframe_requests: 0,
+            rate: VecDeque::new(),
+            fec_packets: 0,
+            fec_recovered: 0,
+        }
     }
 
     /// When the join started.
@@ -522,6 +538,28 @@ impl Metrics {
     }
 
     /// One received RTP packet.
+    /// An ULPFEC packet (inside RED) on video stream `mid`: its sequence number counts as received (it is part of
+    /// the stream), its bytes go to no decoder.
+    pub fn on_fec_packet(&mut self, now: Instant, mid: Mid, seq: u64, len: usize) {
+        self.fec_packets += 1;
+        if let Some(s) = self.streams.iter_mut().find(|s| s.mid == mid)
+            && s.seq.on_seq(now, seq)
+        {
+            s.packets += 1;
+            s.bytes += len as u64;
+        }
+    }
+
+    /// A media packet rebuilt from FEC: counted as received like any other, and as recovered by FEC when it is new
+    /// (it had been lost, and no resend came before it).
+    pub fn on_fec_recovered(&mut self, now: Instant, p: PacketInfo<'_>) {
+        let new = self.streams.iter().find(|s| s.mid == p.mid).is_some_and(|s| !s.seq.has(p.seq));
+        if new {
+            self.fec_recovered += 1;
+            self.on_packet(now, p);
+        }
+    }
+
     pub fn on_packet(&mut self, now: Instant, p: PacketInfo<'_>) {
         let idx = match self.streams.iter().position(|s| s.mid == p.mid) {
             Some(i) => i,
@@ -699,6 +737,8 @@ impl Metrics {
             }
         }
         video.keyframe_requests = self.keyframe_requests;
+        video.fec_packets = self.fec_packets;
+        video.fec_recovered = self.fec_recovered;
         video.loss_after_repair = ratio(video.lost, video.expected);
         video.freeze_share = if video.watch_ms > 0.0 { video.freeze_ms / video.watch_ms } else { 0.0 };
         video.fps = if video.watch_ms > 0.0 { video.frames as f64 * 1000.0 / video.watch_ms } else { 0.0 };
@@ -773,7 +813,8 @@ pub struct VideoReport {
     pub freeze_share: f64,
     /// Longest gap between two decoded frames, ms.
     pub longest_frame_gap_ms: f64,
-    /// Packets never received (1 s after the gap was seen).
+    /// Packets never received (1 s after the gap was seen). FEC packets lost on the way count too: they are not
+    /// resent, and what they protect is repaired otherwise.
     pub lost: u64,
     /// Packets that arrived after a later one (repaired by RTX, or reordered).
     pub recovered: u64,
@@ -781,6 +822,10 @@ pub struct VideoReport {
     pub expected: u64,
     /// `lost / expected`.
     pub loss_after_repair: f64,
+    /// ULPFEC packets received (they are counted in `packets` too).
+    pub fec_packets: u64,
+    /// Media packets rebuilt from FEC that had not come otherwise (counted in `packets` and `recovered` too).
+    pub fec_recovered: u64,
 }
 
 /// Audio received by one site (all its audio slots together).

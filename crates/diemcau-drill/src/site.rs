@@ -14,14 +14,16 @@
 //! After every mutation of the `Rtc` (input, timeout, RTP written, keyframe requested) `poll_output` is drained to
 //! `Timeout`, as the bridge's shards do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use diemcau_fec::Decoder;
 use diemcau_netem::{Direction as LinkDir, LinkPair, Profile, Timeline};
 use diemcau_proto::Role;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
+use str0m::format::VideoFecPts;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RedDecoder, RtpWrite, Ssrc};
@@ -97,6 +99,14 @@ pub struct SyntheticSite {
     pt_opus: Option<Pt>,
     /// The RED payload type wrapping Opus (RFC 2198), when the bridge sends redundant audio.
     pt_red: Option<Pt>,
+    /// ULPFEC in RED on video, when negotiated (the bridge sends it toward lossy links).
+    pt_fec: Option<VideoFecPts>,
+    /// The RTP headers of the video RED packets as they came (SRTP leaves them in the clear), by SSRC and sequence
+    /// number: FEC protects them byte for byte, and str0m hands over only the parsed header.
+    raw_headers: HashMap<(u32, u16), Vec<u8>>,
+    raw_order: VecDeque<(u32, u16)>,
+    /// One FEC decoder per video slot.
+    fec_rx: HashMap<Mid, Decoder>,
     ssrc_mid: HashMap<Ssrc, (Mid, MediaKind)>,
     connected: bool,
     alive: bool,
@@ -118,12 +128,53 @@ impl std::fmt::Debug for SyntheticSite {
     }
 }
 
+/// How many video RED headers are kept for FEC (about 4 s of 180p at a VSAT site, well over a second at 720p).
+const RAW_HEADERS: usize = 512;
+
+/// What every synthetic site negotiates: VP8 and Opus (with RED), in RTP mode, and ULPFEC in RED on received video
+/// with the payload types Chromium uses.
+fn rtc_config() -> RtcConfig {
+    let mut cfg = RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, true).enable_vp8(true);
+    let fec = VideoFecPts { red: 118.into(), red_rtx: Some(119.into()), ulpfec: 120.into() };
+    cfg.codec_config().set_video_fec(Codec::Vp8, Some(fec), false);
+    cfg
+}
+
+/// SSRC, sequence number and header bytes of an RTP packet of payload type `pt` (SRTP keeps the header in the
+/// clear); `None` for anything else (STUN, DTLS, RTCP, another payload type, too short).
+fn red_header(d: &[u8], pt: u8) -> Option<(u32, u16, &[u8])> {
+    if d.len() < 12 || d[0] >> 6 != 2 || d[1] & 0x7f != pt {
+        return None;
+    }
+    let n = rtp_header_len(d)?;
+    let seq = u16::from_be_bytes([d[2], d[3]]);
+    let ssrc = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+    Some((ssrc, seq, d.get(..n)?))
+}
+
+/// The length of an RTP header (CSRCs and extensions included), if `d` holds one.
+fn rtp_header_len(d: &[u8]) -> Option<usize> {
+    let mut n = 12 + 4 * usize::from(*d.first()? & 0x0f);
+    if d[0] & 0x10 != 0 {
+        let words = u16::from_be_bytes([*d.get(n + 2)?, *d.get(n + 3)?]);
+        n += 4 + 4 * usize::from(words);
+    }
+    (n <= d.len()).then_some(n)
+}
+
+/// Sequence number, timestamp, marker and payload of a plain RTP packet (one FEC rebuilt).
+fn rtp_fields(d: &[u8]) -> Option<(u16, u32, bool, &[u8])> {
+    let n = rtp_header_len(d)?;
+    let seq = u16::from_be_bytes([*d.get(2)?, *d.get(3)?]);
+    let ts = u32::from_be_bytes([*d.get(4)?, *d.get(5)?, *d.get(6)?, *d.get(7)?]);
+    Some((seq, ts, d[1] & 0x80 != 0, &d[n..]))
+}
+
 impl SyntheticSite {
     /// A site whose join started at `join_start`, and its SDP offer for the bridge.
     pub fn new(now: Instant, join_start: Instant, cfg: SiteConfig) -> Result<(Self, String), DrillError> {
         let link = LinkPair::new(join_start, cfg.profile.clone(), cfg.timeline.clone(), cfg.seed)?;
-        let mut rtc =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, true).enable_vp8(true).build(now);
+        let mut rtc = rtc_config().build(now);
         let cand =
             Candidate::host(cfg.local_addr, "udp").map_err(|e| DrillError::Sdp(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(cand);
@@ -168,8 +219,7 @@ impl SyntheticSite {
     ) -> Result<(Self, String), DrillError> {
         let link = LinkPair::new(join_start, cfg.profile.clone(), cfg.timeline.clone(), cfg.seed)?;
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| DrillError::Sdp(format!("bad offer: {e}")))?;
-        let mut rtc =
-            RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, true).enable_vp8(true).build(now);
+        let mut rtc = rtc_config().build(now);
         let cand =
             Candidate::host(cfg.local_addr, "udp").map_err(|e| DrillError::Sdp(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(cand);
@@ -232,6 +282,10 @@ impl SyntheticSite {
             pt_vp8: None,
             pt_opus: None,
             pt_red: None,
+            pt_fec: None,
+            raw_headers: HashMap::new(),
+            raw_order: VecDeque::new(),
+            fec_rx: HashMap::new(),
             ssrc_mid: HashMap::new(),
             connected: false,
             alive: true,
@@ -247,13 +301,56 @@ impl SyntheticSite {
     fn learn_payload_types(&mut self) {
         for p in self.rtc.codec_config().params() {
             match p.spec().codec {
-                Codec::Vp8 if self.pt_vp8.is_none() => self.pt_vp8 = Some(p.pt()),
+                Codec::Vp8 if self.pt_vp8.is_none() => {
+                    self.pt_vp8 = Some(p.pt());
+                    self.pt_fec = p.video_fec();
+                }
                 Codec::Opus if self.pt_opus.is_none() => {
                     self.pt_opus = Some(p.pt());
                     self.pt_red = p.red();
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Video inside RED: media (block PT = VP8) is measured and kept for FEC; ULPFEC (block PT = ulpfec) rebuilds
+    /// what it can of its group, and what it rebuilds is measured as received. A packet whose header did not come
+    /// with it (a resend, through RTX) is measured and not kept.
+    fn on_video_red(&mut self, now: Instant, mid: Mid, p: &str0m::rtp::RtpPacket, fec: VideoFecPts) {
+        // One block, without a RED header list (F = 0), as libwebrtc and the bridge send video RED.
+        let Some((&block, body)) = p.payload.split_first() else { return };
+        if block & 0x80 != 0 {
+            return;
+        }
+        let seq = *p.seq_no;
+        let seq16 = p.header.sequence_number;
+        let header = self.raw_headers.remove(&(*p.header.ssrc, seq16));
+        let decoder = self.fec_rx.entry(mid).or_default();
+        let recovered = if block == *fec.ulpfec {
+            self.metrics.on_fec_packet(now, mid, seq, body.len());
+            decoder.add_fec(seq16, body).unwrap_or_default()
+        } else if self.pt_vp8.is_some_and(|vp8| *vp8 == block) {
+            let (ts, marker) = (p.header.timestamp, p.header.marker);
+            self.metrics.on_packet(now, PacketInfo { mid, kind: MediaKind::Video, seq, ts, marker, payload: body });
+            match header {
+                Some(mut h) => {
+                    h[1] = (h[1] & 0x80) | block;
+                    h.extend_from_slice(body);
+                    decoder.add_media(&h).unwrap_or_default()
+                }
+                None => Vec::new(),
+            }
+        } else {
+            return;
+        };
+        for r in recovered {
+            let Some((rseq, ts, marker, payload)) = rtp_fields(&r) else { continue };
+            // The rebuilt packet's place in the extended numbering: near the packet that rebuilt it.
+            let back = i64::from(seq16.wrapping_sub(rseq) as i16);
+            let Some(rseq) = seq.checked_add_signed(-back) else { continue };
+            self.metrics
+                .on_fec_recovered(now, PacketInfo { mid, kind: MediaKind::Video, seq: rseq, ts, marker, payload });
         }
     }
 
@@ -433,6 +530,18 @@ impl SyntheticSite {
     }
 
     fn receive(&mut self, now: Instant, d: Datagram) {
+        if let Some(fec) = self.pt_fec
+            && let Some((ssrc, seq, header)) = red_header(&d.bytes, *fec.red)
+        {
+            if self.raw_headers.insert((ssrc, seq), header.to_vec()).is_none() {
+                self.raw_order.push_back((ssrc, seq));
+            }
+            while self.raw_order.len() > RAW_HEADERS {
+                if let Some(k) = self.raw_order.pop_front() {
+                    self.raw_headers.remove(&k);
+                }
+            }
+        }
         match Receive::new(Protocol::Udp, d.addr, self.local_addr, &d.bytes) {
             Ok(recv) => {
                 if let Err(e) = self.rtc.handle_input(Input::Receive(now, recv)) {
@@ -586,6 +695,12 @@ impl SyntheticSite {
                         self.metrics
                             .on_packet(now, PacketInfo { mid, kind, seq, ts, marker: false, payload: b.payload });
                     }
+                    return;
+                }
+                if kind == MediaKind::Video
+                    && let Some(fec) = self.pt_fec.filter(|f| f.red == p.header.payload_type)
+                {
+                    self.on_video_red(now, mid, &p, fec);
                     return;
                 }
                 self.metrics.on_packet(now, PacketInfo { mid, kind, seq, ts, marker, payload: &p.payload });

@@ -579,11 +579,7 @@ impl Session {
         };
 
         // Figure out which payload the PT maps to. Either main or RTX.
-        let maybe_payload = self.codec_config.iter().find(|p| {
-            p.pt() == header.payload_type
-                || p.resend() == Some(header.payload_type)
-                || p.red() == Some(header.payload_type)
-        });
+        let maybe_payload = main_payload_params(&self.codec_config, header.payload_type);
 
         // If we don't find it, bail out.
         let Some(payload) = maybe_payload else {
@@ -601,8 +597,9 @@ impl Session {
         } else {
             // Case B - the payload type identifies RTX. RED rides the main SSRC, so a RED
             // PT is also "main".
-            let is_main =
-                payload.pt() == header.payload_type || payload.red() == Some(header.payload_type);
+            let is_main = payload.pt() == header.payload_type
+                || payload.red() == Some(header.payload_type)
+                || payload.video_fec().is_some_and(|f| f.red == header.payload_type);
 
             let midrid = MidRid(mid, None);
 
@@ -653,9 +650,17 @@ impl Session {
         let clock_rate = params.spec().rtp_clock_rate();
         let pt = params.pt();
         let is_red = params.red() == Some(header.payload_type);
+        // diemcau patch: video RED rides the main stream; its RTX is a repair that unwraps to RED.
+        let fec = params.video_fec();
+        let is_fec_red = fec.is_some_and(|f| f.red == header.payload_type);
+        let repaired_pt = match fec {
+            Some(f) if f.red_rtx == Some(header.payload_type) => f.red,
+            _ => pt,
+        };
         // RTX padding may use the main payload type, so an associated RTX SSRC takes precedence.
         let repair_ssrc = stream.as_ref().and_then(|s| s.rtx());
-        let is_repair = repair_ssrc == Some(header.ssrc) || (!is_red && pt != header.payload_type);
+        let is_repair = repair_ssrc == Some(header.ssrc)
+            || (!is_red && !is_fec_red && pt != header.payload_type);
         let history = self.max_rx_seq_lookup.get(&header.ssrc);
         let mut seq_no = if let Some(stream) = &mut stream {
             let max_seq_lookup = make_max_seq_lookup(&self.max_rx_seq_lookup);
@@ -765,7 +770,7 @@ impl Session {
             }
 
             // Rewrite the header, and strip the resent seq_no prefix from the body.
-            let data = stream.un_rtx(&mut header, data, pt);
+            let data = stream.un_rtx(&mut header, data, repaired_pt);
 
             let max_seq_lookup = make_max_seq_lookup(&self.max_rx_seq_lookup);
 
@@ -1560,8 +1565,13 @@ pub struct PacketReceipt {
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or
 /// when it's the RTX Pt.
 fn main_payload_params(c: &CodecConfig, pt: Pt) -> Option<&PayloadParams> {
-    c.iter()
-        .find(|p| p.pt == pt || p.resend == Some(pt) || p.red == Some(pt))
+    c.iter().find(|p| {
+        p.pt == pt
+            || p.resend == Some(pt)
+            || p.red == Some(pt)
+            // diemcau patch: video RED and its RTX ride the video primary.
+            || p.video_fec().is_some_and(|f| f.red == pt || f.red_rtx == Some(pt))
+    })
 }
 
 /// A decoded RED (RFC 2198) packet: the primary block plus any redundant (older) blocks.

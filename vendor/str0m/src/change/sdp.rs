@@ -8,7 +8,7 @@ use crate::Rtc;
 use crate::RtcError;
 use crate::channel::ChannelId;
 use crate::crypto::Fingerprint;
-use crate::format::CodecConfig;
+use crate::format::{Codec, CodecConfig};
 use crate::format::PayloadParams;
 use crate::media::{Media, Rids, Simulcast};
 use crate::packet::MediaKind;
@@ -18,7 +18,7 @@ use crate::rtp_::Rid;
 use crate::rtp_::{Direction, Extension, ExtensionMap, Mid, Pt, Ssrc};
 use crate::sctp::ChannelConfig;
 use crate::sctp::RtcSctp;
-use crate::sdp::{self, MediaAttribute, MediaLine, MediaType, Msid, Sdp};
+use crate::sdp::{self, FormatParam, MediaAttribute, MediaLine, MediaType, Msid, RtpMap, Sdp};
 use crate::sdp::{Proto, SessionAttribute, Setup, SimulcastGroups};
 use crate::session::Session;
 use crate::{Candidate, IceCreds};
@@ -1293,6 +1293,9 @@ fn update_media(
         media.set_rid_rx(rid_rx);
     }
 
+    // diemcau patch: did the remote name video FEC on this m-line.
+    media.set_remote_video_fec(m.rtp_params().iter().any(|p| p.video_fec.is_some()));
+
     // Narrowing/ordering of of PT
     let pts: Vec<Pt> = m
         .rtp_params()
@@ -1494,6 +1497,29 @@ impl AsSdpMediaLine for Media {
             pts.push(p.pt());
             if let Some(rtx) = p.resend() {
                 pts.push(rtx);
+            }
+
+            // diemcau patch: video FEC (ULPFEC in RED), only on the m-lines it flows on.
+            if let Some(f) = p.video_fec_for_line(self.direction(), self.remote_video_fec()) {
+                let clock_rate = p.spec().rtp_clock_rate();
+                attrs.push(MediaAttribute::RtpMap {
+                    pt: f.red,
+                    value: RtpMap { codec: Codec::Red, clock_rate, channels: None },
+                });
+                pts.push(f.red);
+                if let Some(rtx) = f.red_rtx {
+                    attrs.push(MediaAttribute::RtpMap {
+                        pt: rtx,
+                        value: RtpMap { codec: Codec::Rtx, clock_rate, channels: None },
+                    });
+                    attrs.push(MediaAttribute::Fmtp { pt: rtx, values: vec![FormatParam::Apt(f.red)] });
+                    pts.push(rtx);
+                }
+                attrs.push(MediaAttribute::RtpMap {
+                    pt: f.ulpfec,
+                    value: RtpMap { codec: Codec::Ulpfec, clock_rate, channels: None },
+                });
+                pts.push(f.ulpfec);
             }
         }
 

@@ -9,7 +9,7 @@ use crate::rtp_::{Direction, Frequency};
 
 use super::codec::{Codec, CodecSpec};
 use super::format_params::FormatParams;
-use super::payload_params::{Claimed, PREFERED_RANGES, PayloadParams};
+use super::payload_params::{Claimed, PREFERED_RANGES, PayloadParams, VideoFecPts};
 
 /// Default payload type for PCMU (G.711 μ-law).
 pub(crate) const PT_PCMU: Pt = Pt::new_with_value(0);
@@ -113,6 +113,15 @@ impl CodecConfig {
         &self.params
     }
 
+    /// diemcau patch: ULPFEC in RED on the first payload of `codec` (a video codec), with these payload types
+    /// until the remote names its own. `sender`: we send the FEC rather than receive it. See
+    /// [`PayloadParams::set_video_fec`].
+    pub fn set_video_fec(&mut self, codec: Codec, pts: Option<VideoFecPts>, sender: bool) {
+        if let Some(p) = self.params.iter_mut().find(|p| p.spec.codec == codec) {
+            p.set_video_fec(pts, sender);
+        }
+    }
+
     /// Clear all configured configs.
     pub fn clear(&mut self) {
         self.params.clear();
@@ -150,6 +159,9 @@ impl CodecConfig {
             fb_pli,
             fb_remb,
             red: None,
+            video_fec: None,
+            video_fec_locked: false,
+            video_fec_sender: false,
             locked: false,
         };
 
@@ -620,6 +632,13 @@ impl CodecConfig {
 
             if let Some(red) = p.red {
                 claimed.assert_claim_once(red);
+            }
+
+            // diemcau patch: agreed video FEC payload types.
+            if let Some(f) = p.video_fec() {
+                for pt in [Some(f.red), f.red_rtx, Some(f.ulpfec)].into_iter().flatten() {
+                    claimed.assert_claim_once(pt);
+                }
             }
         }
 

@@ -26,4 +26,4 @@ mod payload_params;
 pub use codec::{Codec, CodecSpec};
 pub use codec_config::CodecConfig;
 pub use format_params::FormatParams;
-pub use payload_params::PayloadParams;
+pub use payload_params::{PayloadParams, VideoFecPts};

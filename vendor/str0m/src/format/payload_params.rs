@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 use crate::packet::H264ProfileLevel;
 use crate::packet::H265ProfileTierLevel;
 use crate::packet::H266ProfileTierLevel;
-use crate::rtp_::Pt;
+use crate::rtp_::{Direction, Pt};
 
 use super::codec::{Codec, CodecSpec};
 use super::format_params::FormatParams;
@@ -64,6 +64,17 @@ impl Claimed for [bool; 128] {
     }
 }
 
+/// diemcau patch: the payload types of video FEC (ULPFEC, RFC 5109, inside RED, RFC 2198) on one video codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoFecPts {
+    /// `red/90000`: every media packet of the stream travels inside it, and each FEC packet too.
+    pub red: Pt,
+    /// `rtx/90000` with `apt` = `red`: RED packets are resent through it.
+    pub red_rtx: Option<Pt>,
+    /// `ulpfec/90000`: the block payload type of FEC packets inside RED.
+    pub ulpfec: Pt,
+}
+
 /// Group of parameters for a payload type (PT).
 ///
 /// In the SDP a payload type has a number of associated parameters. See example below:
@@ -108,6 +119,17 @@ pub struct PayloadParams {
     /// Like `resend`, this links a secondary PT to this primary via SDP.
     pub(crate) red: Option<Pt>,
 
+    /// diemcau patch: video FEC (ULPFEC in RED) payload types of this video primary: what we would use
+    /// (`video_fec_locked` false) or what was agreed with the remote (true).
+    pub(crate) video_fec: Option<VideoFecPts>,
+
+    /// diemcau patch: `true` once the remote has named `video_fec` on one of its m-lines.
+    pub(crate) video_fec_locked: bool,
+
+    /// diemcau patch: which way the FEC flows. `true`: we send it (it is written on m-lines where we send);
+    /// `false`: we receive it (on m-lines where we receive).
+    pub(crate) video_fec_sender: bool,
+
     /// Whether the payload is locked by negotiation or can still be debated.
     ///
     /// If we make an OFFER or ANSWER and the direction is sendrecv/recvonly, the parameters are locked
@@ -128,6 +150,7 @@ impl PartialEq for PayloadParams {
             && self.fb_fir == other.fb_fir
             && self.fb_remb == other.fb_remb
             && self.red == other.red
+            && self.video_fec == other.video_fec
     }
 }
 
@@ -174,6 +197,9 @@ impl PayloadParams {
             fb_remb: is_video,
 
             red: None,
+            video_fec: None,
+            video_fec_locked: false,
+            video_fec_sender: false,
             locked: false,
         }
     }
@@ -202,6 +228,9 @@ impl PayloadParams {
             fb_fir: false,
             fb_remb: false,
             red: None,
+            video_fec: None,
+            video_fec_locked: false,
+            video_fec_sender: false,
             locked: false,
         }
     }
@@ -275,6 +304,60 @@ impl PayloadParams {
     /// The RFC 2198 RED payload type wrapping this primary codec, if negotiated.
     pub fn red(&self) -> Option<Pt> {
         self.red
+    }
+
+    /// diemcau patch: the video FEC (ULPFEC in RED) payload types, once the remote has agreed on them.
+    pub fn video_fec(&self) -> Option<VideoFecPts> {
+        self.video_fec.filter(|_| self.video_fec_locked)
+    }
+
+    /// diemcau patch: offers (or accepts) ULPFEC in RED on this video codec with these payload types (`None`: no
+    /// FEC). `sender`: we send the FEC (the bridge toward its subscribers), on our `sendonly` m-lines; otherwise we
+    /// receive it, on our `recvonly` and `sendrecv` m-lines. The remote's
+    /// payload types replace these when it names its own.
+    pub fn set_video_fec(&mut self, pts: Option<VideoFecPts>, sender: bool) {
+        if !self.spec.codec.is_video() {
+            return;
+        }
+        self.video_fec = pts;
+        self.video_fec_locked = false;
+        self.video_fec_sender = sender;
+    }
+
+    /// diemcau patch: whether this codec's FEC lines belong on an m-line of this direction (ours) whose remote
+    /// named FEC (`remote_fec`; `None`: we are offering it).
+    pub(crate) fn video_fec_for_line(&self, dir: Direction, remote_fec: Option<bool>) -> Option<VideoFecPts> {
+        let fec = self.video_fec?;
+        // A sender writes it only where the remote does not send on the same m-line: on a sendrecv m-line the
+        // remote would wrap its own video in RED (and add ULPFEC) too.
+        let flows = if self.video_fec_sender { dir == Direction::SendOnly } else { dir.is_receiving() };
+        let agreed = match remote_fec {
+            None => true,
+            Some(named) => named && self.video_fec_locked,
+        };
+        (flows && agreed).then_some(fec)
+    }
+
+    /// diemcau patch: adopts the remote's video FEC payload types when it names them and none is claimed yet.
+    fn adopt_video_fec(&mut self, remote: &PayloadParams, claimed: &mut [bool; 128]) {
+        if self.video_fec.is_none() || self.video_fec_locked {
+            return;
+        }
+        let Some(r) = remote.video_fec else { return };
+        let pts = [Some(r.red), r.red_rtx, Some(r.ulpfec)];
+        let mut seen: Vec<Pt> = Vec::new();
+        for pt in pts.into_iter().flatten() {
+            if claimed.is_claimed(pt) || seen.contains(&pt) || pt == self.pt || Some(pt) == self.resend {
+                debug!("Conflicting remote video FEC PT {:?}; not adopted", pt);
+                return;
+            }
+            seen.push(pt);
+        }
+        for pt in seen {
+            claimed.assert_claim_once(pt);
+        }
+        self.video_fec = Some(r);
+        self.video_fec_locked = true;
     }
 
     pub(crate) fn match_score(&self, o: &PayloadParams) -> Option<usize> {
@@ -655,6 +738,9 @@ impl PayloadParams {
         else {
             return;
         };
+
+        // diemcau patch: video FEC is agreed on the first remote m-line that names it, whichever the direction.
+        self.adopt_video_fec(first, claimed);
 
         // The first negotiated m-line determines TWCC support for this PT.
         if !self.locked {

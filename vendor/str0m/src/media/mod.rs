@@ -124,6 +124,9 @@ pub struct Media {
     /// [`true`] if this media was created by the remote peer, [`false`] if it was created by us.
     remote_created: bool,
 
+    /// diemcau patch: whether the remote's m-line named video FEC (ULPFEC in RED); `None` before we saw it.
+    remote_video_fec: Option<bool>,
+
     /// Simulcast configuration, if set.
     ///
     /// SDP property.
@@ -648,6 +651,21 @@ impl Media {
         result.map_err(|e| RtcError::Packet(self.mid, pt, e))
     }
 
+    /// diemcau patch: whether the remote's m-line named video FEC (ULPFEC in RED); `None` before we saw it. FEC
+    /// flows on this m-line when this is `Some(true)`, the codec's [`PayloadParams::video_fec`] is agreed, and the
+    /// m-line is one it is written on (see [`PayloadParams::set_video_fec`]).
+    ///
+    /// [`PayloadParams::video_fec`]: crate::format::PayloadParams::video_fec
+    /// [`PayloadParams::set_video_fec`]: crate::format::PayloadParams::set_video_fec
+    pub fn remote_video_fec(&self) -> Option<bool> {
+        self.remote_video_fec
+    }
+
+    /// diemcau patch: what the remote's latest m-line said about video FEC.
+    pub(crate) fn set_remote_video_fec(&mut self, named: bool) {
+        self.remote_video_fec = Some(named);
+    }
+
     pub(crate) fn set_remote_pts(&mut self, pts: Vec<Pt>) {
         // Have we already set PTs?
         if !self.remote_pts.is_empty() {
@@ -729,6 +747,7 @@ impl Default for Media {
             stopped: false,
             remote_exts: ExtensionMap::empty(),
             remote_created: false,
+            remote_video_fec: None,
             dir: Direction::SendRecv,
             simulcast: None,
             rids_rx: Rids::Any,

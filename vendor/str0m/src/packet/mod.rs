@@ -377,7 +377,7 @@ impl CodecPacketizer {
             Codec::Null => CodecPacketizer::Null(NullPacketizer),
             Codec::Tele => CodecPacketizer::Tele(TelephoneEventPacketizer),
             Codec::Rtx => panic!("Cant instantiate packetizer for RTX codec"),
-            Codec::Red => panic!("Cant instantiate packetizer for RED codec"),
+            Codec::Red | Codec::Ulpfec => panic!("Cant instantiate packetizer for RED or ULPFEC"),
             Codec::Unknown => panic!("Cant instantiate packetizer for unknown codec"),
         }
     }
@@ -428,7 +428,7 @@ impl From<Codec> for CodecDepacketizer {
             Codec::Null => CodecDepacketizer::Null(NullDepacketizer),
             Codec::Tele => CodecDepacketizer::Tele(TelephoneEventDepacketizer::default()),
             Codec::Rtx => panic!("Cant instantiate depacketizer for RTX codec"),
-            Codec::Red => panic!("Cant instantiate depacketizer for RED codec"),
+            Codec::Red | Codec::Ulpfec => panic!("Cant instantiate depacketizer for RED or ULPFEC"),
             Codec::Unknown => panic!("Cant instantiate depacketizer for unknown codec"),
         }
     }

@@ -482,6 +482,28 @@ impl MediaLine {
             }
         }
 
+        // diemcau patch: video FEC (ULPFEC in RED). Browsers map one `red/90000`, its RTX and one `ulpfec/90000`
+        // for all the video codecs of an m-line, without an fmtp on the RED: each video codec gets them.
+        let red = rtp_maps
+            .iter()
+            .find(|(_, c)| c.codec == Codec::Red && c.clock_rate == Frequency::NINETY_KHZ)
+            .map(|(pt, _)| *pt);
+        let ulpfec = rtp_maps
+            .iter()
+            .find(|(_, c)| c.codec == Codec::Ulpfec)
+            .map(|(pt, _)| *pt);
+        if let (Some(red), Some(ulpfec)) = (red, ulpfec) {
+            let red_rtx = fmtps
+                .iter()
+                .filter(|(pt, _)| rtp_maps.iter().any(|(r, c)| r == *pt && c.codec == Codec::Rtx))
+                .find(|(_, values)| values.iter().any(|fp| *fp == FormatParam::Apt(red)))
+                .map(|(pt, _)| **pt);
+            let fec = crate::format::VideoFecPts { red, red_rtx, ulpfec };
+            for p in params.iter_mut().filter(|p| p.spec.codec.is_video()) {
+                p.video_fec = Some(fec);
+            }
+        }
+
         params
     }
 

@@ -4,7 +4,7 @@ use std::ops::Deref;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 mod data;
-#[cfg(test)]
+// diemcau patch: the answer writes video FEC rtpmaps (was test-only).
 pub(crate) use data::RtpMap;
 pub(crate) use data::is_no_stream;
 pub(crate) use data::{FormatParam, Sdp, Session, SessionAttribute, Setup};
