@@ -27,6 +27,7 @@
 //! rest of the bridge uses.
 
 pub mod alloc;
+pub mod fec;
 pub mod histogram;
 pub mod keyframe;
 pub mod layers;
@@ -98,11 +99,21 @@ pub struct MediaConfig {
     /// simulcast slots' layers with the [`alloc`]ator (on by default, see config/default.toml). Off: every subscriber
     /// gets the 360p layer (`h`), else the lowest.
     pub adaptive: bool,
+    /// Video FEC (ULPFEC in RED, docs/adr/0004) toward the subscribers whose receiver reports show loss, on the
+    /// video lines where they offer it (on by default). Off: video is repaired by NACK/RTX alone.
+    pub video_fec: bool,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 0, advertise_ip: None, shards: 0, adaptive: true }
+        MediaConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            advertise_ip: None,
+            shards: 0,
+            adaptive: true,
+            video_fec: true,
+        }
     }
 }
 
@@ -290,8 +301,7 @@ impl Media {
             addrs.push(local);
             let delay = Arc::new(histogram::DelayHistogram::default());
             delays.push(delay.clone());
-            let shard =
-                shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone(), delay, cfg.adaptive);
+            let shard = shard::Shard::new(i, advertised, senders.clone(), ev_tx.clone(), stats.clone(), delay, cfg);
             let handle =
                 std::thread::Builder::new().name(format!("media-shard-{i}")).spawn(move || shard.run(sock, rx))?;
             threads.push(handle);

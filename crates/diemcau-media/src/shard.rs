@@ -14,17 +14,18 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
-use str0m::format::Codec;
+use str0m::format::{Codec, VideoFecPts};
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc, UlpfecConfig, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
 use crate::alloc::{Allocator, DropFollower, Priority, Wanted, floor_kbps, loss_capped, next_step};
+use crate::fec::{FecRate, with_fec};
 use crate::keyframe::KeyframeGate;
 use crate::layers::TrackLayers;
 use crate::red::{LossyLink, RedHistory, RedReceiver};
@@ -99,6 +100,11 @@ struct Slot {
     max_tid: u8,
     /// The audio packet written before, for RED's redundant copy.
     red: RedHistory,
+    /// ULPFEC in RED, when negotiated on this (video, send-only) line.
+    fec: Option<UlpfecConfig>,
+    /// Whether the media written now goes RED-wrapped with FEC, and how many went since the last FEC packet.
+    fec_on: bool,
+    fec_count: u8,
 }
 
 /// Which simulcast layer a slot should forward.
@@ -133,6 +139,8 @@ struct Peer {
     lossy: LossyLink,
     /// Unwraps the RED audio it publishes.
     red_rx: RedReceiver,
+    /// How much video FEC its reported loss calls for.
+    fec_rate: FecRate,
     connected: bool,
     dead: bool,
     last_bytes: Option<(Instant, u64, u64)>,
@@ -224,11 +232,20 @@ pub(crate) struct Shard {
     rates: HashMap<TrackId, TrackLayers>,
     /// Per-subscriber bandwidth estimation and layer allocation.
     adaptive: bool,
+    /// Video FEC toward lossy subscribers (`[media] video_fec`).
+    video_fec: bool,
     /// When this shard next reports its publishers' audio levels.
     levels_due: Instant,
 }
 
 const MAX_BATCH: usize = 64;
+/// The video FEC payload types the bridge proposes (Chromium's: `red/90000`, its RTX, `ulpfec/90000`); an offer's
+/// own numbers replace them.
+const VIDEO_FEC_PTS: VideoFecPts = VideoFecPts {
+    red: Pt::new_with_value(118),
+    red_rtx: Some(Pt::new_with_value(119)),
+    ulpfec: Pt::new_with_value(120),
+};
 
 /// How often str0m reports a peer's statistics in adaptive mode — the way to read its estimator's latest value (see
 /// [`crate::alloc::DropFollower`]); otherwise every second, as before (the fan-out benchmark's workload).
@@ -274,7 +291,7 @@ impl Shard {
         events: mpsc::UnboundedSender<MediaEvent>,
         stats: StatsMap,
         delay: Arc<crate::histogram::DelayHistogram>,
-        adaptive: bool,
+        cfg: &crate::MediaConfig,
     ) -> Shard {
         Shard {
             idx,
@@ -297,7 +314,8 @@ impl Shard {
             layers: HashMap::new(),
             floor: HashSet::new(),
             rates: HashMap::new(),
-            adaptive,
+            adaptive: cfg.adaptive,
+            video_fec: cfg.video_fec,
             levels_due: crate::now() + crate::LEVELS_INTERVAL,
         }
     }
@@ -520,13 +538,18 @@ impl Shard {
         let now = crate::now();
         let is_new = !self.peers.contains_key(&pid);
         if is_new {
-            let cfg = RtcConfig::new()
+            let mut cfg = RtcConfig::new()
                 .set_ice_lite(true)
                 .set_rtp_mode(true)
                 .clear_codecs()
                 .enable_opus(true, true)
                 .enable_vp8(true)
                 .set_stats_interval(Some(if self.adaptive { STATS_INTERVAL } else { Duration::from_secs(1) }));
+            // Video FEC (ULPFEC in RED) toward subscribers, on the send-only video lines of those that offer it, with
+            // their payload types (these are Chromium's, for an offer that names none).
+            if self.video_fec {
+                cfg.codec_config().set_video_fec(Codec::Vp8, Some(VIDEO_FEC_PTS), true);
+            }
             // Adaptive: estimate the bandwidth toward every peer (TWCC + GoogCC), starting low for weak links.
             let cfg = match estimate {
                 Some(kbps) if self.adaptive => cfg.enable_bwe(Some(Bitrate::kbps(u64::from(kbps)))),
@@ -554,6 +577,7 @@ impl Shard {
                 red_pt: None,
                 lossy: LossyLink::starting(now),
                 red_rx: RedReceiver::default(),
+                fec_rate: FecRate::default(),
                 connected: false,
                 dead: false,
                 last_bytes: None,
@@ -603,7 +627,22 @@ impl Shard {
                 peer.send_pt.push((codec, p.pt()));
             }
         }
-        debug!(peer = pid.0, red = ?peer.red_pt, "negotiated");
+        // Video FEC goes on the lines where both sides agreed on it: the bridge's send-only video lines.
+        let fec_pts = peer
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .and_then(|p| p.video_fec())
+            .map(|f| UlpfecConfig { red: f.red, red_rtx: f.red_rtx, ulpfec: f.ulpfec });
+        for (mid, slot) in peer.slots.iter_mut() {
+            let line = peer.rtc.media(*mid);
+            let agreed =
+                line.is_some_and(|m| m.direction() == Direction::SendOnly && m.remote_video_fec() == Some(true));
+            slot.fec = fec_pts.filter(|_| agreed && slot.kind == Kind::Video);
+        }
+        debug!(peer = pid.0, red = ?peer.red_pt, fec = ?fec_pts, "negotiated");
         if let Ok(mut s) = self.stats.lock() {
             s.entry(pid).or_insert_with(|| peer.stats.clone());
         }
@@ -839,17 +878,54 @@ impl Shard {
                     voice_activity: f.voice_activity,
                     ..Default::default()
                 };
-                let mut write = RtpWrite::new(pt, seq.into(), ts, f.received, payload)
-                    .marker(f.marker)
-                    .ext_vals(ext)
-                    .nackable(f.track.kind == Kind::Video);
-                if let (Some((info, desc)), Some(out)) = (f.vp8, numbers)
-                    && let Some(patch) = vp8_patch(&info, &desc, &out)
-                {
-                    write = write.vp8_patch(patch);
+                let patch = match (f.vp8, numbers) {
+                    (Some((info, desc)), Some(out)) => vp8_patch(&info, &desc, &out),
+                    _ => None,
+                };
+                // Video toward a lossy subscriber that negotiated FEC: RED-wrapped (each packet, so that its
+                // receiver can rebuild any of them), with an FEC packet after every group (str0m fills it in).
+                let fec = match (slot.fec, peer.fec_rate.group()) {
+                    (Some(cfg), Some(group)) if slot.kind == Kind::Video => Some((cfg, group)),
+                    _ => None,
+                };
+                if fec.is_some() != slot.fec_on {
+                    slot.fec_on = fec.is_some();
+                    slot.fec_count = 0;
+                    // A fresh start: no packet of an earlier spell in the first group.
+                    tx.set_ulpfec(None);
+                    tx.set_ulpfec(slot.fec);
+                    debug!(peer = pid.0, %mid, group = ?fec.map(|f| f.1), "video FEC");
                 }
-                tx.write_rtp(write);
+                let write = match fec {
+                    Some((cfg, _)) => {
+                        let mut wrapped = Vec::with_capacity(payload.len() + 1);
+                        wrapped.push(*pt);
+                        wrapped.extend_from_slice(&payload);
+                        if let Some(patch) = patch {
+                            patch.apply(&mut wrapped[1..]);
+                        }
+                        RtpWrite::new(cfg.red, seq.into(), ts, f.received, wrapped)
+                    }
+                    None => {
+                        let write = RtpWrite::new(pt, seq.into(), ts, f.received, payload);
+                        match patch {
+                            Some(patch) => write.vp8_patch(patch),
+                            None => write,
+                        }
+                    }
+                };
+                tx.write_rtp(write.marker(f.marker).ext_vals(ext).nackable(f.track.kind == Kind::Video));
                 peer.stats.packets_out += 1;
+                if let Some((cfg, group)) = fec {
+                    slot.fec_count += 1;
+                    if slot.fec_count >= group
+                        && let Some(fec_seq) = slot.rewriter.insert()
+                    {
+                        tx.write_rtp(RtpWrite::new(cfg.red, fec_seq.into(), ts, f.received, vec![*cfg.ulpfec]));
+                        slot.fec_count = 0;
+                        peer.stats.packets_out += 1;
+                    }
+                }
                 if peer.pending.is_empty() {
                     self.touched.push(*pid);
                 }
@@ -952,6 +1028,11 @@ impl Shard {
                         let n = rids.iter().take_while(|r| r.0 == lowest).count();
                         rids.truncate(n);
                         kbps.truncate(n);
+                    }
+                    // With FEC toward this subscriber, each layer costs its share more.
+                    if slot.fec.is_some() {
+                        let group = peer.fec_rate.group();
+                        kbps.iter_mut().for_each(|k| *k = with_fec(*k, group));
                     }
                     let priority = slot_priority(Kind::Video, first_video, self.floor.contains(&src.peer));
                     first_video = false;
@@ -1096,6 +1177,9 @@ fn update_media(peer: &mut Peer, mid: Mid, kind: MediaKind, dir: Direction) {
             target: Target::Auto,
             max_tid: u8::MAX,
             red: RedHistory::default(),
+            fec: None,
+            fec_on: false,
+            fec_count: 0,
         });
     } else {
         peer.slots.remove(&mid);
@@ -1443,9 +1527,12 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             }
             if let Some(loss) = s.loss {
                 peer.stats.loss_pct = Some(f64::from(loss) * 100.0);
-                peer.lossy.on_report(crate::now(), loss);
+                let now = crate::now();
+                peer.lossy.on_report(now, loss);
                 if peer.slots.get(&s.mid).is_some_and(|sl| sl.kind == Kind::Video) {
-                    peer.drop.loss.on_report(crate::now(), loss);
+                    peer.drop.loss.on_report(now, loss);
+                    let mean = peer.drop.loss.mean(now).unwrap_or(loss);
+                    peer.fec_rate.on_report(now, loss, mean);
                 }
             }
         }

@@ -55,6 +55,8 @@ pub struct MediaSection {
     pub shards: usize,
     /// Per-subscriber bandwidth estimation and simulcast layer choice.
     pub adaptive: bool,
+    /// Video FEC toward lossy subscribers.
+    pub video_fec: bool,
 }
 
 /// `[data]`

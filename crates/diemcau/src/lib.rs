@@ -93,6 +93,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         advertise_ip: cfg.advertise_ip(),
         shards: cfg.media.shards,
         adaptive: cfg.media.adaptive,
+        video_fec: cfg.media.video_fec,
     };
     let (media, media_events) = Media::start(&media_cfg)
         .with_context(|| format!("binding the media sockets on {}:{}", cfg.media.bind, cfg.media.port))?;

@@ -44,6 +44,18 @@ impl Vp8Patch {
         self.len += 1;
     }
 
+    /// diemcau patch: applies the replacements in place, to a payload the caller copies itself (the bridge's
+    /// RED-wrapped video, whose descriptor starts one byte in).
+    ///
+    /// Replacements past the end of `payload` are left out.
+    pub fn apply(&self, payload: &mut [u8]) {
+        for i in 0..usize::from(self.len) {
+            if let Some(b) = payload.get_mut(usize::from(self.offsets[i])) {
+                *b = self.bytes[i];
+            }
+        }
+    }
+
     /// Copy `payload` into `dst` while applying VP8 descriptor byte replacements.
     ///
     /// # Panics
