@@ -104,6 +104,11 @@ impl ChromeDriver {
             caps.add_arg(arg)?;
         }
         caps.add_arg(&format!("--user-data-dir={}", profile.display()))?;
+        // For a look inside WebRTC when a test fails, e.g. `DIEMCAU_CHROMIUM_ARGS="--enable-logging
+        // --log-file=/tmp/chromium.log --vmodule=*ulpfec*=3"`.
+        for arg in std::env::var("DIEMCAU_CHROMIUM_ARGS").unwrap_or_default().split_whitespace() {
+            caps.add_arg(arg)?;
+        }
         WebDriver::new(&self.url, caps).await.context("opening a Chromium session")
     }
 }

@@ -65,6 +65,7 @@ pub struct LossyRelay {
     target: Arc<Mutex<Option<SocketAddr>>>,
     stats: Arc<RelayStats>,
     log: Arc<Mutex<Vec<RtpSeen>>>,
+    blocked: Arc<Mutex<Vec<u8>>>,
     task: JoinHandle<()>,
 }
 
@@ -86,15 +87,30 @@ impl LossyRelay {
         let stats = Arc::new(RelayStats::default());
         let threshold = (loss.clamp(0.0, 1.0) * u32::MAX as f64) as u64;
         let log = Arc::new(Mutex::new(Vec::new()));
-        let task =
-            tokio::spawn(run(socket, Arc::clone(&target), Arc::clone(&stats), Arc::clone(&log), threshold, seed));
-        Ok(LossyRelay { addr, target, stats, log, task })
+        let blocked = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(run(
+            socket,
+            Arc::clone(&target),
+            Arc::clone(&stats),
+            Arc::clone(&log),
+            Arc::clone(&blocked),
+            (threshold, seed),
+        ));
+        Ok(LossyRelay { addr, target, stats, log, blocked, task })
     }
 
     /// Sets (or changes) where client datagrams go.
     pub fn set_target(&self, target: SocketAddr) {
         if let Ok(mut t) = self.target.lock() {
             *t = Some(target);
+        }
+    }
+
+    /// Drops every RTP packet of payload type `pt` toward the client from now on (e.g. the resends, RTX, to see
+    /// what repairs without them).
+    pub fn block_payload_type(&self, pt: u8) {
+        if let Ok(mut b) = self.blocked.lock() {
+            b.push(pt);
         }
     }
 
@@ -155,8 +171,8 @@ async fn run(
     target: Arc<Mutex<Option<SocketAddr>>>,
     stats: Arc<RelayStats>,
     log: Arc<Mutex<Vec<RtpSeen>>>,
-    drop_threshold: u64,
-    seed: u64,
+    blocked: Arc<Mutex<Vec<u8>>>,
+    (drop_threshold, seed): (u64, u64),
 ) {
     let mut rng = Rng::new(seed);
     let mut client: Option<SocketAddr> = None;
@@ -176,7 +192,9 @@ async fn run(
                 };
                 if is_rtp(datagram) {
                     stats.rtp_to_client.fetch_add(1, Ordering::Relaxed);
-                    let dropped = u64::from(rng.next_u32()) < drop_threshold;
+                    let pt = datagram[1] & 0x7f;
+                    let dropped =
+                        u64::from(rng.next_u32()) < drop_threshold || blocked.lock().is_ok_and(|b| b.contains(&pt));
                     if let Ok(mut log) = log.lock()
                         && log.len() < RTP_LOG_CAP
                     {

@@ -916,9 +916,13 @@ impl Shard {
                 };
                 tx.write_rtp(write.marker(f.marker).ext_vals(ext).nackable(f.track.kind == Kind::Video));
                 peer.stats.packets_out += 1;
+                // The FEC packet goes at the end of a frame (after its marker packet), never inside one: a
+                // receiver's frame assembly needs a frame's sequence numbers to be its own packets (libwebrtc sends
+                // its FEC the same way).
                 if let Some((cfg, group)) = fec {
-                    slot.fec_count += 1;
-                    if slot.fec_count >= group
+                    slot.fec_count = slot.fec_count.saturating_add(1);
+                    if f.marker
+                        && slot.fec_count >= group
                         && let Some(fec_seq) = slot.rewriter.insert()
                     {
                         tx.write_rtp(RtpWrite::new(cfg.red, fec_seq.into(), ts, f.received, vec![*cfg.ulpfec]));

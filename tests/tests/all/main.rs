@@ -11,6 +11,7 @@ mod e2e_layers;
 mod e2e_low_profile;
 mod e2e_reconnect;
 mod e2e_rollcall;
+mod e2e_video_fec;
 mod interop_webrtc_rs;
 mod link_drop;
 mod renegotiation;
