@@ -9,7 +9,8 @@
 //!   late with its original sequence number and is not lost. Audio is not retransmitted by the bridge.
 //! - **Video frames**: a frame is the packets of one RTP timestamp; it is *complete* when its first packet (S bit,
 //!   partition 0), its last (marker) and every sequence number between have arrived. It is *decoded* when it is a
-//!   complete keyframe, or complete and directly follows the last decoded frame (no sequence gap), as a decoder that
+//!   complete keyframe, or complete and directly follows the last decoded frame (no sequence gap but FEC packets; or,
+//!   across a gap, its PictureID follows, as libwebrtc's VP8 reference finder goes by PictureID), as a decoder that
 //!   needs every reference would. After a loss that is never repaired, nothing decodes until the next keyframe.
 //! - **Time to first frame**: from the join start (before the WebSocket opens) to the first decoded keyframe.
 //! - **Freezes**: WebRTC's definition with a fixed threshold — a gap between decoded frames longer than
@@ -181,6 +182,8 @@ struct VideoStream {
     complete: BTreeMap<u64, (u64, CompleteFrame)>,
     /// `(extended ts, last seq)` of the last decoded frame.
     last_decoded: Option<(u64, u64)>,
+    /// Sequence numbers of the stream that carried no media (FEC packets), after the last decoded frame.
+    fillers: std::collections::BTreeSet<u64>,
     /// Since when complete frames wait that cannot be decoded.
     stuck_since: Option<Instant>,
     frames: u64,
@@ -245,11 +248,37 @@ impl VideoStream {
         }
     }
 
+    /// A packet of the stream that is not media (an FEC packet): its number fills the sequence between frames.
+    fn on_filler(&mut self, now: Instant, seq: u64) {
+        if self.last_decoded.is_some_and(|(_, last)| seq <= last) {
+            return;
+        }
+        self.fillers.insert(seq);
+        while self.fillers.len() > MAX_PENDING_FRAMES {
+            self.fillers.pop_first();
+        }
+        self.decode(now);
+    }
+
     fn decode(&mut self, now: Instant) {
         loop {
             let next = match self.last_decoded {
                 Some((_, last_seq)) => {
-                    let next = self.complete.get(&(last_seq + 1)).map(|f| (last_seq + 1, *f));
+                    // The frame right after the last decoded one, past the FEC packets between (libwebrtc's packet
+                    // buffer takes those as padding); or, across numbers nothing filled (a lost FEC packet), a
+                    // complete frame whose PictureID follows: libwebrtc's VP8 reference finder goes by PictureID,
+                    // and a frame lost in between would have left a PictureID gap.
+                    let mut want = last_seq + 1;
+                    while self.fillers.contains(&want) {
+                        want += 1;
+                    }
+                    let follows = |f: &CompleteFrame| match (self.last_picture_id, f.picture_id) {
+                        (Some(last), Some(pid)) => pid == (last + 1) & 0x7fff || pid == (last + 1) & 0x7f,
+                        _ => false,
+                    };
+                    let next = self.complete.get(&want).map(|f| (want, *f)).or_else(|| {
+                        self.complete.range(want..).next().filter(|(_, (_, f))| follows(f)).map(|(s, f)| (*s, *f))
+                    });
                     // In sequence, but is its chain whole? (A keyframe needs nothing.)
                     match next {
                         Some((start, (_, f))) if !f.keyframe && !self.chain_whole(&f) => {
@@ -274,6 +303,7 @@ impl VideoStream {
             self.complete.remove(&start);
             self.pending = self.pending.split_off(&(ts + 1));
             self.last_decoded = Some((ts, frame.end_seq));
+            self.fillers = self.fillers.split_off(&(frame.end_seq + 1));
             self.frames += 1;
             self.last_picture_id = frame.picture_id;
             if frame.keyframe {
@@ -547,6 +577,9 @@ impl Metrics {
         {
             s.packets += 1;
             s.bytes += len as u64;
+            if let KindState::Video(v) = &mut s.state {
+                v.on_filler(now, seq);
+            }
         }
     }
 
@@ -1041,6 +1074,33 @@ mod tests {
         assert_eq!(r.video.freeze_ms, gap);
         assert_eq!(r.video.longest_frame_gap_ms, gap);
         assert!(r.video.freeze_share > 0.5 && r.video.freeze_share < 0.7, "{}", r.video.freeze_share);
+    }
+
+    #[test]
+    fn fec_packets_between_frames_and_lost_ones_do_not_stop_the_picture() {
+        let mut f = Feed::new();
+        let mut t = 0;
+        f.frame(ms(t), 2, true, &[]);
+        // Each frame is followed by an FEC packet on the next number; one in three of those is lost.
+        for i in 0..30 {
+            t += 66;
+            f.frame(ms(t), 2, false, &[]);
+            if i % 3 != 0 {
+                f.m.on_fec_packet(f.t0 + ms(t), f.video, f.seq, 100);
+            }
+            f.seq += 1;
+        }
+        let r = f.m.summary(f.t0 + ms(t));
+        assert_eq!(r.video.frames, 31, "every frame decodes: {:?}", r.video);
+        assert_eq!(r.video.fec_packets, 20);
+        // A frame lost whole (its one packet) leaves a PictureID gap: the next deltas wait for a keyframe.
+        t += 66;
+        f.frame(ms(t), 1, false, &[0]);
+        for _ in 0..3 {
+            t += 66;
+            f.frame(ms(t), 2, false, &[]);
+        }
+        assert_eq!(f.m.summary(f.t0 + ms(t)).video.frames, 31);
     }
 
     #[test]
