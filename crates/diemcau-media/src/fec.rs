@@ -19,8 +19,13 @@ pub const GROUP_HEAVY: u8 = 8;
 /// Media packets per FEC packet on a lightly lossy link (3G's 2%): 10% more bytes, and 82% of the losses rebuilt.
 pub const GROUP_LIGHT: u8 = 10;
 /// How long a lower loss must be reported before the FEC is thinned out or stopped: loss comes in spells, and the
-/// first report after one is no sign that it ended.
-pub const FEC_HOLD: Duration = Duration::from_secs(20);
+/// first report after one is no sign that it ended. Not longer: FEC costs its share of the budget, and after a link
+/// drop (whose overflowing queue reports loss) it held the climb back to 720p (link_drop: five sites in eight on
+/// 720p 10 s after the recovery, with a 20 s hold).
+pub const FEC_HOLD: Duration = Duration::from_secs(5);
+/// A mean loss of this or more is an overloaded link's ([`crate::alloc::DROP_LOSS`]): more bytes make it worse,
+/// so such reports neither start FEC nor hold it.
+pub const FEC_MAX_LOSS: f32 = crate::alloc::DROP_LOSS;
 
 /// The group size (media packets per FEC packet) a mean reported `loss` (0..=1) calls for; `None`: no FEC.
 pub fn group_for(loss: f32) -> Option<u8> {
@@ -48,10 +53,14 @@ pub struct FecRate {
 }
 
 impl FecRate {
-    /// A loss report at `now`: the fraction it gives (0..=1) and the mean of the recent ones. Any report of
+    /// A loss report at `now`: the fraction it gives (0..=1) and the mean of the recent ones (below
+    /// [`FEC_MAX_LOSS`]; above, it is ignored). Any report of
     /// [`FEC_LOSS`] or more turns FEC on (as audio RED: a report covers a second of video, and on a 1% link one in
     /// two has no loss); the heavy rate takes a mean of [`FEC_HEAVY_LOSS`] (one report alone may be a few packets).
     pub fn on_report(&mut self, now: Instant, loss: f32, mean: f32) {
+        if mean >= FEC_MAX_LOSS {
+            return;
+        }
         let want = match group_for(mean) {
             None if loss >= FEC_LOSS => Some(GROUP_LIGHT),
             g => g,
@@ -110,22 +119,37 @@ mod tests {
         assert_eq!(r.group(), Some(GROUP_HEAVY));
         // Lighter, or none: held for FEC_HOLD after the last heavy report...
         r.on_report(t0 + s(2), 0.0, 0.02);
-        r.on_report(t0 + s(20), 0.01, 0.01);
+        r.on_report(t0 + s(5), 0.01, 0.01);
         assert_eq!(r.group(), Some(GROUP_HEAVY));
         // ...then thinned out, and held again before it stops.
-        r.on_report(t0 + s(21), 0.01, 0.01);
+        r.on_report(t0 + s(6), 0.01, 0.01);
         assert_eq!(r.group(), Some(GROUP_LIGHT));
-        r.on_report(t0 + s(30), 0.0, 0.0);
+        r.on_report(t0 + s(10), 0.0, 0.0);
         assert_eq!(r.group(), Some(GROUP_LIGHT));
         // A report of loss renews the hold, even when the mean is below FEC_LOSS.
-        r.on_report(t0 + s(35), 0.01, 0.003);
-        r.on_report(t0 + s(50), 0.0, 0.0);
+        r.on_report(t0 + s(10), 0.01, 0.003);
+        r.on_report(t0 + s(14), 0.0, 0.0);
         assert_eq!(r.group(), Some(GROUP_LIGHT));
-        r.on_report(t0 + s(55), 0.0, 0.0);
+        r.on_report(t0 + s(15), 0.0, 0.0);
         assert_eq!(r.group(), None);
         // One heavy report alone is not a heavy mean.
-        r.on_report(t0 + s(56), 0.06, 0.02);
+        r.on_report(t0 + s(16), 0.06, 0.02);
         assert_eq!(r.group(), Some(GROUP_LIGHT));
+    }
+
+    #[test]
+    fn an_overloaded_link_gets_no_fec() {
+        let t0 = Instant::now();
+        let mut r = FecRate::default();
+        // A link drop: its queue overflows, 30% lost.
+        r.on_report(t0, 0.3, 0.3);
+        assert_eq!(r.group(), None, "no FEC into an overloaded link");
+        // Lossy below overload: FEC; an overloaded spell then does not hold it.
+        r.on_report(t0, 0.05, 0.05);
+        assert_eq!(r.group(), Some(GROUP_HEAVY));
+        r.on_report(t0 + Duration::from_secs(4), 0.4, 0.2);
+        r.on_report(t0 + Duration::from_secs(6), 0.0, 0.0);
+        assert_eq!(r.group(), None);
     }
 
     #[test]

@@ -167,6 +167,8 @@ async fn the_chair_calls_the_roll_gives_the_floor_and_files_the_report() -> anyh
         anyhow::ensure!(got == want.as_str(), "called {got}, ticked {want}");
         let calling = eval_async(&browser, "window.diemcau.ctl.roll_call.calling").await?;
         anyhow::ensure!(calling == sites[2], "the first ticked is called first: {calling}");
+        // The console shows its stop button when it redraws with the roll call (after the state reached the page).
+        wait_js(&browser, "!document.querySelector('#rc-cancel').hidden", 5, "the stop button").await?;
         browser.find(By::Id("rc-cancel")).await?.click().await?;
         Ok(())
     }
