@@ -597,6 +597,7 @@ impl Session {
         } else {
             // Case B - the payload type identifies RTX. RED rides the main SSRC, so a RED
             // PT is also "main".
+            // diemcau patch: video RED is main too.
             let is_main = payload.pt() == header.payload_type
                 || payload.red() == Some(header.payload_type)
                 || payload.video_fec().is_some_and(|f| f.red == header.payload_type);
