@@ -260,9 +260,10 @@ const LAYERS = {
 const VIDEO_CAP = { standard: 500, low: 150, audio_only: 64 };
 const LOW_AUDIO = ['low', 'audio_only'];
 // In a meeting with a satellite or EDGE commune (welcome.weakest_link audio_only), every page sends what such a
-// commune can receive in 128 kbit/s: low-bandwidth audio and its 180p layer at this rate, kbit/s (the bridge forwards
-// its base temporal layer, 7.5 fps, ≈ 40 kbit/s).
-const WEAK_MEETING_Q_KBPS = 100;
+// commune can receive in 128 kbit/s: low-bandwidth audio and its 180p layer at this rate, kbit/s, whose two lower
+// temporal layers (15 fps, ≈ 40 kbit/s) fit beside the audio (≈ 37 kbit/s with RED). At 100 kbit/s only the 7.5 fps
+// base fitted, and with the freezes of a 400 ms RTT a satellite commune saw 4.6–7.4 fps (vsat-video drill).
+const WEAK_MEETING_Q_KBPS = 64;
 const weakMeeting = () => D.weakest === 'audio_only';
 const sendsLowAudio = () => LOW_AUDIO.includes(D.profile) || weakMeeting();
 
