@@ -64,7 +64,7 @@ pub const HEADROOM: f64 = 1.15;
 /// How long a raise must have been possible before it is made.
 pub const HOLD: Duration = Duration::from_secs(2);
 /// How long the estimate must stay below a video's lowest layer before that video is paused (lowering between layers
-/// is at once). A keyframe burst or a jitter spike reads as overuse, and GoogCC then sets the estimate to 0.85 × the
+/// is at once, past the dead band). A keyframe burst or a jitter spike reads as overuse, and GoogCC then sets the estimate to 0.85 × the
 /// throughput it measured — below the lowest layer when that is all that flows (3G in the rural-mix drill); pausing on
 /// every such dip left sites audio-only for 5–15 s while padding grew the estimate back.
 pub const PAUSE_HOLD: Duration = Duration::from_millis(1500);
@@ -319,11 +319,27 @@ impl Allocator {
         // than HEADROOM. (VSAT: GoogCC's estimate wanders 55–85 kbit/s around audio + 180p at 7.5 fps ≈ 80 on a
         // 128 kbit/s link that carries both; pausing at every dip below 80 left half the sites audio-only.)
         // Without the loss of an overloaded link, not at all.
-        let lenient = overloaded.then(|| allocate((f64::from(estimate_kbps) * HEADROOM) as u32, wanted));
+        let lenient = allocate((f64::from(estimate_kbps) * HEADROOM) as u32, wanted);
         for i in 0..wanted.len() {
-            let spared = lenient.as_ref().is_none_or(|l| l[i].layer.is_some());
+            let spared = !overloaded || lenient[i].layer.is_some();
             if video(i) && cur[i].is_some() && keep[i].layer.is_none() && spared {
                 keep[i].layer = Some(0);
+            }
+        }
+        // Lowering between layers has the same dead band, unless the link is overloaded: a flowing layer stays while
+        // it fits the estimate × HEADROOM. GoogCC's estimate dips 25–40% for a second after an overuse and climbs
+        // back (3G with 2% loss: 399–876 kbit/s on a 780 kbit/s link), and lowering at every dip kept a third of the
+        // 3G sites off 360p, each return costing a keyframe and a 2 s hold. A real fall is far deeper than 15% (and
+        // `DropFollower` lowers the budget itself), and an overloaded link's loss lowers at once.
+        if !overloaded {
+            for i in 0..wanted.len() {
+                if video(i)
+                    && below(keep[i].layer, cur[i])
+                    && !below(lenient[i].layer, cur[i])
+                    && keep[i].layer.is_some()
+                {
+                    keep[i].layer = cur[i];
+                }
             }
         }
         // A flowing video the estimate would pause keeps its lowest layer until that has lasted PAUSE_HOLD.
@@ -645,6 +661,26 @@ mod tests {
         }
         assert_eq!(a.current()[1].layer, Some(1));
         assert_eq!(a.update(at(3_000), 300, &view)[1].layer, Some(0));
+    }
+
+    /// 3G with 2% loss: audio (70 with RED) + 360p at 15 fps (330 with FEC) = 400 kbit/s. GoogCC's estimate dips to
+    /// 360 after an overuse: without an overloaded link the layer stays (360 × 1.15 = 414 ≥ 400); a dip below
+    /// 400 / 1.15 = 348 lowers it at once, and so does any dip when the link is overloaded.
+    #[test]
+    fn lowering_has_a_dead_band_unless_the_link_is_overloaded() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let view = vec![w(1, Priority::ChairAudio, &[70]), w(2, Priority::ChairVideo, &[50, 90, 160, 330, 620])];
+        let mut a = Allocator::new();
+        assert_eq!(a.update_with(at(0), 500, false, &view)[1].layer, Some(3), "360p at 15 fps: 400 × 1.15 = 460");
+        for ms in (100..5_000).step_by(100) {
+            let est = if (ms / 500) % 2 == 0 { 360 } else { 560 };
+            assert_eq!(a.update_with(at(ms), est, false, &view)[1].layer, Some(3), "at {ms} ms ({est} kbit/s)");
+        }
+        assert_eq!(a.update_with(at(5_000), 340, false, &view)[1].layer, Some(2), "340 × 1.15 = 391 < 400");
+        let mut a = Allocator::new();
+        a.update_with(at(0), 500, false, &view);
+        assert_eq!(a.update_with(at(100), 360, true, &view)[1].layer, Some(2), "overloaded: at once");
     }
 
     /// VSAT: audio (38 with RED) + 180p at 7.5 fps (42) = 80 kbit/s. An estimate wandering down to 70 keeps the
