@@ -68,6 +68,9 @@ pub const HOLD: Duration = Duration::from_secs(2);
 /// throughput it measured — below the lowest layer when that is all that flows (3G in the rural-mix drill); pausing on
 /// every such dip left sites audio-only for 5–15 s while padding grew the estimate back.
 pub const PAUSE_HOLD: Duration = Duration::from_millis(1500);
+/// How long the estimate must stay below a flowing layer's price (past the dead band) before the layer is lowered,
+/// unless the link is overloaded or dropping.
+pub const LOWER_HOLD: Duration = Duration::from_millis(1500);
 /// A video paused again within this time of being resumed was a failed attempt: the next resume waits twice as long
 /// as the last (from [`HOLD`] up to [`MAX_RESUME_HOLD`]). Each attempt on a link that cannot carry the lowest layer
 /// (VSAT: 128 kbit/s for 180p + audio) overflows its queue and costs audio.
@@ -269,6 +272,8 @@ pub struct Allocator {
     raise_possible_since: Option<Instant>,
     /// Since when the estimate has been too low for some flowing video's lowest layer.
     pause_wanted_since: Option<Instant>,
+    /// Since when the estimate has been too low (past the dead band) for some flowing video's layer.
+    lower_wanted_since: Option<Instant>,
     /// When a paused video was last resumed.
     resumed_at: Option<Instant>,
     /// How long a resume must have been possible before it is made (`None`: [`HOLD`]).
@@ -352,6 +357,21 @@ impl Allocator {
             if now.saturating_duration_since(since) < PAUSE_HOLD {
                 for i in pausing {
                     keep[i].layer = Some(0);
+                }
+            }
+        }
+        // And it waits LOWER_HOLD, unless the link is overloaded: GoogCC's estimate falls for a second or two after an
+        // overuse while the link still carries what flows.
+        let lowering = (0..wanted.len()).any(|i| video(i) && below(keep[i].layer, cur[i]) && keep[i].layer.is_some());
+        if !lowering {
+            self.lower_wanted_since = None;
+        } else if !overloaded {
+            let since = *self.lower_wanted_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < LOWER_HOLD {
+                for i in 0..wanted.len() {
+                    if video(i) && below(keep[i].layer, cur[i]) && keep[i].layer.is_some() {
+                        keep[i].layer = cur[i];
+                    }
                 }
             }
         }
@@ -665,7 +685,7 @@ mod tests {
 
     /// 3G with 2% loss: audio (70 with RED) + 360p at 15 fps (330 with FEC) = 400 kbit/s. GoogCC's estimate dips to
     /// 360 after an overuse: without an overloaded link the layer stays (360 × 1.15 = 414 ≥ 400); a dip below
-    /// 400 / 1.15 = 348 lowers it at once, and so does any dip when the link is overloaded.
+    /// 400 / 1.15 = 348 lowers it once it has lasted LOWER_HOLD; any dip lowers at once when the link is overloaded.
     #[test]
     fn lowering_has_a_dead_band_unless_the_link_is_overloaded() {
         let t0 = Instant::now();
@@ -677,7 +697,15 @@ mod tests {
             let est = if (ms / 500) % 2 == 0 { 360 } else { 560 };
             assert_eq!(a.update_with(at(ms), est, false, &view)[1].layer, Some(3), "at {ms} ms ({est} kbit/s)");
         }
-        assert_eq!(a.update_with(at(5_000), 340, false, &view)[1].layer, Some(2), "340 × 1.15 = 391 < 400");
+        // Below the dead band (340 × 1.15 = 391 < 400): short dips keep the layer, one lasting LOWER_HOLD lowers it.
+        for ms in (5_000..10_000).step_by(100) {
+            let est = if (ms / 1_000) % 2 == 0 { 340 } else { 560 };
+            assert_eq!(a.update_with(at(ms), est, false, &view)[1].layer, Some(3), "at {ms} ms ({est} kbit/s)");
+        }
+        for ms in (10_000..11_500).step_by(100) {
+            assert_eq!(a.update_with(at(ms), 340, false, &view)[1].layer, Some(3), "held at {ms} ms");
+        }
+        assert_eq!(a.update_with(at(11_500), 340, false, &view)[1].layer, Some(2), "after LOWER_HOLD");
         let mut a = Allocator::new();
         a.update_with(at(0), 500, false, &view);
         assert_eq!(a.update_with(at(100), 360, true, &view)[1].layer, Some(2), "overloaded: at once");

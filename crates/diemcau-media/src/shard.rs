@@ -1065,7 +1065,8 @@ impl Shard {
         let (sending, _) = next_step(&wanted, peer.alloc.current());
         let floor = floor_kbps(&wanted, peer.alloc.current());
         let budget = loss_capped(budget, sending, floor, peer.drop.loss.mean(now));
-        let choices = peer.alloc.update_with(now, budget, overloaded, &wanted).to_vec();
+        // A link drop being followed lowers at once, as an overloaded link does.
+        let choices = peer.alloc.update_with(now, budget, overloaded || dropped, &wanted).to_vec();
         let mut videos = 0;
         let mut paused = 0;
         for ((mid, rids), choice) in ladders.iter().zip(choices.iter()) {
