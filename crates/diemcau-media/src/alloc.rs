@@ -64,9 +64,9 @@ pub const HEADROOM: f64 = 1.15;
 /// How long a raise must have been possible before it is made.
 pub const HOLD: Duration = Duration::from_secs(2);
 /// How long the estimate must stay below a video's lowest layer before that video is paused (lowering between layers
-/// is at once, past the dead band). A keyframe burst or a jitter spike reads as overuse, and GoogCC then sets the estimate to 0.85 × the
-/// throughput it measured — below the lowest layer when that is all that flows (3G in the rural-mix drill); pausing on
-/// every such dip left sites audio-only for 5–15 s while padding grew the estimate back.
+/// waits [`LOWER_HOLD`]). A keyframe burst or a jitter spike reads as overuse, and GoogCC then sets the estimate to
+/// 0.85 × the throughput it measured — below the lowest layer when that is all that flows (3G in the rural-mix
+/// drill); pausing on every such dip left sites audio-only for 5–15 s while padding grew the estimate back.
 pub const PAUSE_HOLD: Duration = Duration::from_millis(1500);
 /// How long the estimate must stay below a flowing layer's price (past the dead band) before the layer is lowered,
 /// unless the link is overloaded or dropping.
