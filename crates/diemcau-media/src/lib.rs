@@ -16,12 +16,12 @@
 //! * Simulcast: each layer (rid) of a publisher is its own rewriter source. With `adaptive` on (the default), str0m
 //!   estimates the bandwidth toward every subscriber (TWCC, GoogCC, from 300 kbit/s, probing toward what the subscriber could use)
 //!   and the [`alloc`]ator turns the estimate into a target layer per slot — or none, below the audio budget; a slot
-//!   moves to its target at that layer's keyframe (asked for, at most two per second per track, whichever layer) while the old layer
-//!   goes on. Until its first estimate a slot gets the lowest layer; with `adaptive` off, `h` when sent, else the lowest.
+//!   moves to its target at that layer's keyframe (asked for, at most one per 500 ms per track, whichever layer) while the old layer
+//!   goes on. Without an estimate (or `adaptive` off) a slot gets `h` when sent, else the lowest.
 //! * Every forwarded copy's delay (received → sealed and sent) goes into a per-shard [`histogram`]
 //!   ([`Media::forward_delays`]).
 //! * NACK/RTX both ways and RTCP are str0m's; keyframe requests from subscribers are forwarded to the publisher, at
-//!   most two per two [`KEYFRAME_REQUEST_INTERVAL`]s per track ([`keyframe`]).
+//!   most one per [`KEYFRAME_REQUEST_INTERVAL`] per track.
 //!
 //! The crate is IO at its edges only: [`rewrite`] and [`vp8`] are pure and unit-tested; [`Media`] is the handle the
 //! rest of the bridge uses.
@@ -47,8 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use shard::Forwarded;
 
-/// Keyframe requests to a publisher's track are spaced by this interval, however many subscribers ask; one for a
-/// subscriber that shows no picture may come sooner, never more than two per two intervals ([`keyframe`]).
+/// At most one keyframe request per this interval reaches a publisher's track, however many subscribers ask.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Where the bandwidth estimate toward a new peer starts, kbit/s, unless told otherwise ([`Media::offer_starting_at`]):
 /// low, as a weak link must not be flooded before the first feedback.
@@ -256,9 +255,8 @@ pub(crate) enum Command {
 pub(crate) enum ShardMsg {
     Command(Command),
     Forward(Arc<Forwarded>),
-    /// A keyframe of `track`, of one simulcast layer (`None`: the layer forwarded by default); urgent when a
-    /// subscriber shows no picture of it ([`keyframe::KeyframeGate`]).
-    KeyframeRequest(TrackId, Option<str0m::media::Rid>, bool),
+    /// A keyframe of `track`, of one simulcast layer (`None`: the layer forwarded by default).
+    KeyframeRequest(TrackId, Option<str0m::media::Rid>),
 }
 
 /// Handle to the running data plane. Cheap to share behind an `Arc`.
@@ -406,7 +404,7 @@ impl Media {
     /// Asks the publisher of `track` for a keyframe (rate-limited per track).
     pub fn request_keyframe(&self, track: TrackId) {
         for s in &self.shards {
-            let _ = s.send(ShardMsg::KeyframeRequest(track, None, false));
+            let _ = s.send(ShardMsg::KeyframeRequest(track, None));
         }
     }
 

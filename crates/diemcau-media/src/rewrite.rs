@@ -210,11 +210,6 @@ impl SlotRewriter {
         self.pending_source.or(self.mapping.as_ref().map(|m| m.source))
     }
 
-    /// Whether the slot forwards nothing now (its subscriber shows no picture: it joined, resumed, or was idle).
-    pub fn idle(&self) -> bool {
-        self.mapping.is_none()
-    }
-
     /// Whether the slot waits for a keyframe of the selected source.
     pub fn waiting_for_keyframe(&self) -> bool {
         self.pending_source.is_some()

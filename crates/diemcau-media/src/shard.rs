@@ -81,16 +81,10 @@ fn source_id(track: TrackId, rid: Option<Rid>) -> u64 {
     track.as_u64() << 2 | layer_index(rid) as u64
 }
 
-/// The layer subscribers receive of a simulcast track whose layers `seen` arrived, until the allocator chooses one
-/// per subscriber: adaptive, the lowest (start low: a new subscriber's first estimate is ≤ 300 kbit/s, and starting on
-/// `h` only to switch to `q` when the estimate came, 100 ms later, cost the joiner its first keyframe request); else
-/// `h` (the 360p layer) when the publisher sends it, else the lowest.
-fn chosen_layer(seen: &[Rid], adaptive: bool) -> Option<Rid> {
-    let lowest = || seen.iter().copied().min_by_key(|r| layer_index(Some(*r)));
-    if adaptive {
-        return lowest();
-    }
-    seen.iter().copied().find(|r| &**r == "h").or_else(lowest)
+/// The layer subscribers receive of a simulcast track whose layers `seen` arrived: `h` (the 360p layer) when the
+/// publisher sends it, else the lowest. (Per-subscriber choice by bandwidth estimate is the allocator's, issue 4.)
+fn chosen_layer(seen: &[Rid]) -> Option<Rid> {
+    seen.iter().copied().find(|r| &**r == "h").or_else(|| seen.iter().copied().min_by_key(|r| layer_index(Some(*r))))
 }
 
 struct Slot {
@@ -196,8 +190,8 @@ impl Probe {
 
 enum Deferred {
     Forward(Forwarded),
-    /// A keyframe of a track's layer (`None`: the default layer); urgent when a subscriber shows no picture of it.
-    Keyframe(TrackId, Option<Rid>, bool),
+    /// A keyframe of a track's layer (`None`: the default layer).
+    Keyframe(TrackId, Option<Rid>),
     /// The peer's estimate changed (or what it receives did): choose its layers again.
     Allocate(PeerId),
     Connected(PeerId),
@@ -388,7 +382,7 @@ impl Shard {
                 self.inbox.push(f);
                 return true;
             }
-            ShardMsg::KeyframeRequest(track, layer, urgent) => self.request_keyframe(track, layer, urgent, socket),
+            ShardMsg::KeyframeRequest(track, layer) => self.request_keyframe(track, layer, socket),
             ShardMsg::Command(Command::Offer { peer, sdp, estimate, reply }) => {
                 let res = self.offer(peer, &sdp, estimate, socket);
                 let _ = reply.send(res);
@@ -504,13 +498,13 @@ impl Shard {
                         }
                         self.inbox.push(f);
                     }
-                    Deferred::Keyframe(track, layer, urgent) => {
+                    Deferred::Keyframe(track, layer) => {
                         if self.peers.contains_key(&track.peer) {
-                            self.request_keyframe(track, layer, urgent, socket);
+                            self.request_keyframe(track, layer, socket);
                         } else {
                             for (i, s) in self.shards.iter().enumerate() {
                                 if i != self.idx {
-                                    let _ = s.send(ShardMsg::KeyframeRequest(track, layer, urgent));
+                                    let _ = s.send(ShardMsg::KeyframeRequest(track, layer));
                                 }
                             }
                         }
@@ -724,17 +718,16 @@ impl Shard {
         }
         slot.source = source;
         slot.rewriter.select(source.map(|t| source_id(t, None)));
-        let urgent = slot.rewriter.idle();
         slot.layer = None;
         slot.target = Target::Auto;
         slot.max_tid = u8::MAX;
         if let Some(src) = source {
             self.subs.entry(src).or_default().push((pid, mid));
-            // Not before the subscriber is connected: the keyframe would go by unforwarded and the request, spent,
-            // would hold back the one its first packets of the track make (a joiner's first frame came 0.6 s after
-            // connecting, not 0.1 s).
+            // Not before the subscriber is connected: the keyframe would go by unforwarded, and the request, spent,
+            // would hold back the one its first packets of the track make in the gate (a joiner's first chair frame
+            // came 0.6 s after connecting instead of 0.1 s, and 1.07 s once, failing e2e_chromium).
             if src.kind == Kind::Video && peer.connected {
-                self.deferred.push(Deferred::Keyframe(src, None, urgent));
+                self.deferred.push(Deferred::Keyframe(src, None));
             }
         }
         if peer.estimate_kbps.is_some() {
@@ -774,7 +767,7 @@ impl Shard {
                     let windows = rates.windows();
                     new |= rates.record(f.received, layer_index(Some(rid)), tid, f.payload.len());
                     let window_closed = rates.windows() != windows;
-                    let default = chosen_layer(seen, self.adaptive);
+                    let default = chosen_layer(seen);
                     // The publisher's statistics: its layers, refreshed at a new one and with each window.
                     if (new || window_closed)
                         && let Some(publisher) = self.peers.get_mut(&f.track.peer)
@@ -814,8 +807,6 @@ impl Shard {
             }
             let Some(list) = self.subs.get(&f.track) else { continue };
             let mut want_keyframe = false;
-            // Some subscriber asking shows no picture of the track.
-            let mut urgent = false;
             for (pid, mid) in list {
                 let Some(peer) = self.peers.get_mut(pid) else { continue };
                 if !peer.connected {
@@ -832,7 +823,6 @@ impl Shard {
                         Target::Layer(t, _) if rid == t => {
                             if !f.keyframe {
                                 want_keyframe = true;
-                                urgent |= slot.rewriter.idle();
                             }
                             f.keyframe
                         }
@@ -869,7 +859,6 @@ impl Shard {
                     }
                     Mapped::NeedKeyframe => {
                         want_keyframe = true;
-                        urgent |= slot.rewriter.idle();
                         continue;
                     }
                     Mapped::Drop => continue,
@@ -950,7 +939,7 @@ impl Shard {
                 peer.pending.push(f.received);
             }
             if want_keyframe {
-                self.deferred.push(Deferred::Keyframe(f.track, f.layer, urgent));
+                self.deferred.push(Deferred::Keyframe(f.track, f.layer));
             }
         }
         inbox.clear();
@@ -1124,20 +1113,20 @@ impl Shard {
         }
     }
 
-    /// Asks the publisher of `track` for a keyframe of `layer` (`None`: the default layer), at most twice per two
-    /// [`KEYFRAME_REQUEST_INTERVAL`]s per track, spaced by one unless `urgent` (a subscriber shows no picture), the
-    /// layer waiting longest first, whatever the number of subscribers asking ([`KeyframeGate`]). (Per layer, 200
-    /// subscribers switching layers had each of three layers send two keyframes a second.)
-    fn request_keyframe(&mut self, track: TrackId, layer: Option<Rid>, urgent: bool, socket: &UdpSocket) {
+    /// Asks the publisher of `track` for a keyframe of `layer` (`None`: the default layer), at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`] per track, the layer waiting longest first, whatever the number of subscribers
+    /// asking ([`KeyframeGate`]). (Per layer, 200 subscribers switching layers had each of three layers send two
+    /// keyframes a second.)
+    fn request_keyframe(&mut self, track: TrackId, layer: Option<Rid>, socket: &UdpSocket) {
         if track.kind != Kind::Video {
             return;
         }
         let Some(peer) = self.peers.get_mut(&track.peer) else { return };
         let now = crate::now();
         // Under simulcast, the layer asked for, else the one subscribers receive by default.
-        let layer = layer.or_else(|| self.layers.get(&track).and_then(|seen| chosen_layer(seen, self.adaptive)));
+        let layer = layer.or_else(|| self.layers.get(&track).and_then(|seen| chosen_layer(seen)));
         let gate = self.keyframe_gates.entry(track).or_insert_with(|| KeyframeGate::new(KEYFRAME_REQUEST_INTERVAL));
-        let Some(layer) = gate.ask(now, layer, urgent) else { return };
+        let Some(layer) = gate.ask(now, layer) else { return };
         let Some(mid) = peer.publishes.iter().find(|(_, k)| **k == Kind::Video).map(|(m, _)| *m) else { return };
         let mut api = peer.rtc.direct_api();
         let layer = if api.stream_rx_by_mid(mid, layer).is_some() { layer } else { None };
@@ -1484,8 +1473,7 @@ fn handle_event(pid: PeerId, peer: &mut Peer, e: Event, deferred: &mut Vec<Defer
             if let Some(slot) = peer.slots.get(&r.mid)
                 && let Some(src) = slot.source
             {
-                // The subscriber's decoder asks: its picture is broken.
-                deferred.push(Deferred::Keyframe(src, slot.layer, true));
+                deferred.push(Deferred::Keyframe(src, slot.layer));
             }
         }
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
@@ -1599,14 +1587,12 @@ mod tests {
     }
 
     #[test]
-    fn subscribers_start_on_the_lowest_layer_or_without_adaptation_on_360p() {
+    fn subscribers_get_the_360p_layer_when_it_is_sent_else_the_lowest() {
         let r = |s: &str| Rid::from(s);
-        assert_eq!(chosen_layer(&[], false), None);
-        assert_eq!(chosen_layer(&[r("f"), r("q"), r("h")], false), Some(r("h")));
-        assert_eq!(chosen_layer(&[r("f"), r("q")], false), Some(r("q")));
-        assert_eq!(chosen_layer(&[r("f")], false), Some(r("f")));
-        assert_eq!(chosen_layer(&[r("f"), r("q"), r("h")], true), Some(r("q")));
-        assert_eq!(chosen_layer(&[r("f"), r("h")], true), Some(r("h")));
+        assert_eq!(chosen_layer(&[]), None);
+        assert_eq!(chosen_layer(&[r("f"), r("q"), r("h")]), Some(r("h")));
+        assert_eq!(chosen_layer(&[r("f"), r("q")]), Some(r("q")));
+        assert_eq!(chosen_layer(&[r("f")]), Some(r("f")));
         // Each layer is its own rewriter source; the track without layers is layer 0.
         let t = TrackId { peer: PeerId(7), kind: Kind::Video };
         let ids: Vec<u64> = [None, Some(r("q")), Some(r("h")), Some(r("f"))].map(|l| source_id(t, l)).to_vec();
