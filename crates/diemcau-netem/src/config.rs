@@ -23,6 +23,9 @@ pub const PRESETS_TOML: &str = include_str!("../../../config/links.toml");
 ///    before it (its arrival is held back to that packet's), which keeps the jitter but removes reordering. Jitter is
 ///    drawn independently per packet, so when packets follow each other much closer than `jitter_ms` the in-order
 ///    hold raises the mean delay towards `delay_ms + jitter_ms` (at 1,000 packets/s on 100 ± 20 ms: 113 ms).
+///    With `jitter_memory_ms` the jitter wanders instead: each draw keeps `c = exp(−Δt / memory)` of the last one
+///    (Δt: time since the last packet) and adds `√(1 − c²)` of a new uniform draw, clamped to `± jitter_ms`: the
+///    spread is nearly kept (the clamp trims the standard deviation `jitter_ms / √3` by ~15%), closer to normal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LinkConfig {
@@ -34,6 +37,10 @@ pub struct LinkConfig {
     pub delay_ms: u32,
     /// Half-width of the uniform jitter around `delay_ms`, in milliseconds; at most `delay_ms`.
     pub jitter_ms: u32,
+    /// How long the jitter remembers its last value, in milliseconds: 0 (the default) draws it anew for each packet;
+    /// longer makes the delay wander (see above). GoogCC's trendline reads a ±20 ms jitter that moves within ~150 ms
+    /// as queueing, and one that moves over seconds as the path's (docs/perf.md, 2026-12-03).
+    pub jitter_memory_ms: u32,
     /// Whether jitter may reorder packets. When false a packet never leaves before the previous one.
     pub reorder: bool,
     /// Probability that a packet is lost, independently of all others, in `0..=1`.
@@ -50,6 +57,7 @@ impl Default for LinkConfig {
             queue_bytes: 64 * 1024,
             delay_ms: 0,
             jitter_ms: 0,
+            jitter_memory_ms: 0,
             reorder: false,
             loss: 0.0,
             burst: None,

@@ -111,6 +111,8 @@ pub struct Link<T> {
     fixed_delivery: Option<Instant>,
     /// Delivery time of the last delivered-to-be packet accepted (the in-order floor for the next one).
     last_delivery: Option<Instant>,
+    /// The last packet's jitter draw and when it was made (for `jitter_memory_ms`).
+    last_jitter: Option<(Instant, f64)>,
     flight: BinaryHeap<InFlight<T>>,
     next_seq: u64,
     /// `Some(until)` while in an outage; `until = None` lasts until [`Link::end_outage`].
@@ -131,6 +133,7 @@ impl<T> Link<T> {
             serial_bytes: 0,
             fixed_delivery: None,
             last_delivery: None,
+            last_jitter: None,
             flight: BinaryHeap::new(),
             next_seq: 0,
             outage: None,
@@ -169,7 +172,16 @@ impl<T> Link<T> {
         let u_loss: f64 = self.rng.random();
         let u_step: f64 = self.rng.random();
         let u_bad: f64 = self.rng.random();
-        let jitter = self.rng.random::<f64>() * 2.0 - 1.0;
+        let u = self.rng.random::<f64>() * 2.0 - 1.0;
+        let jitter = match self.last_jitter {
+            Some((at, last)) if self.cfg.jitter_memory_ms > 0 => {
+                let dt = now.saturating_duration_since(at).as_secs_f64() * 1000.0;
+                let c = (-dt / f64::from(self.cfg.jitter_memory_ms)).exp();
+                (c * last + (1.0 - c * c).sqrt() * u).clamp(-1.0, 1.0)
+            }
+            _ => u,
+        };
+        self.last_jitter = Some((now, jitter));
         let lost = u_loss < self.cfg.loss || self.burst_loses(u_step, u_bad);
 
         let start = self.serial.back().map_or(now, |s| s.finish.max(now));

@@ -197,6 +197,43 @@ fn jitter_without_reorder_keeps_order() {
     assert!((mean - 100.0).abs() < 0.5 && (80.0..81.0).contains(&min) && max <= 120.0 && max > 119.0);
 }
 
+#[test]
+fn jitter_with_memory_wanders_with_nearly_the_same_spread() {
+    // Packets 5 ms apart, reordering allowed so that the delays are the draws themselves.
+    let delays = |memory_ms: u32| {
+        let t0 = Instant::now();
+        let cfg = LinkConfig { jitter_memory_ms: memory_ms, ..jitter_cfg(true) };
+        let mut link = Link::new(cfg, 5).expect("valid config");
+        let got = run(&mut link, (0..60_000u64).map(|i| (t0 + ms(5 * i), 100, i)));
+        let mut d = vec![0.0; got.len()];
+        for &(i, at) in &got {
+            d[i as usize] = (at - (t0 + ms(5 * i))).as_secs_f64() * 1000.0;
+        }
+        d
+    };
+    let stats = |d: &[f64]| {
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        // How far the delay moves from one packet to the next.
+        let step = d.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (n - 1.0);
+        let (min, max) = d.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        (mean, sd, step, min, max)
+    };
+    let (m0, sd0, step0, ..) = stats(&delays(0));
+    let (m1, sd1, step1, min1, max1) = stats(&delays(100));
+    println!(
+        "100 ± 20 ms, 5 ms apart: memory 0: mean {m0:.2}, sd {sd0:.2}, step {step0:.2} ms; memory 100 ms: mean {m1:.2}, sd {sd1:.2}, step {step1:.2} ms, {min1:.1}..{max1:.1}"
+    );
+    assert!((m1 - 100.0).abs() < 1.0, "mean {m1}");
+    // The clamp to ±20 ms trims the spread a little (the sum of draws is closer to normal than uniform).
+    assert!(sd1 < sd0 && sd1 > 0.8 * sd0, "the spread is nearly kept: {sd1} against {sd0}");
+    assert!(min1 >= 80.0 && max1 <= 120.0, "{min1}..{max1}");
+    // Uniform draws 5 ms apart move 20 × 2/3 = 13.3 ms on average; with 100 ms of memory, a fraction of that.
+    assert!((step0 - 13.3).abs() < 0.5, "{step0}");
+    assert!(step1 < step0 / 3.0, "{step1} against {step0}");
+}
+
 /// Sends `n` packets on an unlimited link with no delay; returns the loss verdicts in order.
 fn loss_pattern(cfg: LinkConfig, seed: u64, n: u64) -> Vec<bool> {
     let t0 = Instant::now();
